@@ -1,0 +1,30 @@
+"""flowforge: normalizing flows with exact inverses and diagnostics you can trust.
+
+Direction convention: a transform's ``forward`` is generative (base -> data), its
+``inverse`` normalizing (data -> base); both return ``(output, ladj)``.
+"""
+
+from . import distributions, transforms
+from .checks import CheckReport, check_transform
+from .errors import FlowforgeError, InversionError, ShapeError, SpecError
+from .flow import Flow, FlowDistribution
+from .settings import set_validation, validation, validation_enabled
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckReport",
+    "Flow",
+    "FlowDistribution",
+    "FlowforgeError",
+    "InversionError",
+    "ShapeError",
+    "SpecError",
+    "__version__",
+    "check_transform",
+    "distributions",
+    "set_validation",
+    "transforms",
+    "validation",
+    "validation_enabled",
+]

@@ -1,0 +1,5 @@
+"""Conditioner networks: they need not be invertible, only produce a layer's parameters."""
+
+from .mlp import MLP
+
+__all__ = ["MLP"]

@@ -1,0 +1,21 @@
+"""Invertible layers. Every class in ``__all__`` passes :func:`flowforge.check_transform`.
+
+Direction: ``forward`` is generative (base -> data), ``inverse`` is normalizing
+(data -> base); both return ``(output, ladj)``. See :mod:`flowforge.transforms.base`.
+"""
+
+from . import base as _base
+from . import conv as _conv
+from . import elementwise as _elementwise
+from . import linear as _linear
+from . import parametric as _parametric
+from .base import *  # noqa: F403
+from .conv import *  # noqa: F403
+from .elementwise import *  # noqa: F403
+from .linear import *  # noqa: F403
+from .parametric import *  # noqa: F403
+
+# One line per family module; each module owns its own __all__.
+_FAMILIES = [_base, _conv, _elementwise, _linear, _parametric]
+
+__all__ = sorted({name for module in _FAMILIES for name in module.__all__})
