@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import ShapeError
+from .spec import Recorded
 
 __all__ = ["BaseDistribution", "DiagNormal", "StandardNormal", "StudentT"]
 
@@ -29,7 +30,7 @@ def _size(shape: int | Sequence[int]) -> tuple[int, ...]:
     return (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
 
 
-class BaseDistribution(nn.Module):
+class BaseDistribution(Recorded, nn.Module):
     """Interface of a base distribution over events of shape ``event_shape``."""
 
     def __init__(self, shape: int | Sequence[int]) -> None:

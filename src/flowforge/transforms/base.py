@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from ..errors import ShapeError
 from ..settings import validation_enabled
+from ..spec import Recorded
 
 __all__ = ["Compose", "Inverse", "Transform"]
 
@@ -29,7 +30,7 @@ def _fmt(shape: Sequence[int]) -> str:
     return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
-class Transform(nn.Module):
+class Transform(Recorded, nn.Module):
     """Base class of every invertible layer.
 
     ``y, ladj = t(x, context=None)`` maps base-side ``x`` to data-side ``y`` and returns

@@ -1,0 +1,10 @@
+"""Model builders: each ``Model(features, ...)`` returns a ready-to-train :class:`~flowforge.Flow`.
+
+Image models take ``shape=(C, H, W)``. One module per family; each owns its ``__all__``.
+"""
+
+from __future__ import annotations
+
+_FAMILIES: list = []
+
+__all__: list[str] = sorted({name for module in _FAMILIES for name in module.__all__})
