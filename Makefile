@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: all install demo test lint format clean docs
+.PHONY: all install demo test lint format clean docs serve-docs
 
 all: test
 
@@ -18,7 +18,7 @@ $(PY):
 $(STAMP): $(PY) pyproject.toml
 	@# Leave an importable torch as it is; otherwise install the pinned CPU wheel before anything pulls another.
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,docs]"
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -37,6 +37,9 @@ format: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -d site
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
