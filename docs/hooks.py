@@ -39,7 +39,7 @@ def layer_catalogue() -> str:
     return "\n".join(rows)
 
 
-def on_page_markdown(markdown: str, page, config, files) -> str:  # noqa: ARG001 - mkdocs hook signature
+def on_page_markdown(markdown: str, page, config, files) -> str:
     if PLACEHOLDER in markdown:
         markdown = markdown.replace(PLACEHOLDER, layer_catalogue())
     return markdown
