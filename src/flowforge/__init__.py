@@ -9,6 +9,7 @@ from .checks import CheckReport, check_transform
 from .errors import FlowforgeError, InversionError, ShapeError, SpecError
 from .flow import Flow, FlowDistribution
 from .settings import set_validation, validation, validation_enabled
+from .train import History, fit, fit_vi
 
 __version__ = "0.1.0"
 
@@ -17,12 +18,15 @@ __all__ = [
     "Flow",
     "FlowDistribution",
     "FlowforgeError",
+    "History",
     "InversionError",
     "ShapeError",
     "SpecError",
     "__version__",
     "check_transform",
     "distributions",
+    "fit",
+    "fit_vi",
     "set_validation",
     "transforms",
     "validation",

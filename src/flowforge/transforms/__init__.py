@@ -9,13 +9,15 @@ from . import conv as _conv
 from . import elementwise as _elementwise
 from . import linear as _linear
 from . import parametric as _parametric
+from . import standardize as _standardize
 from .base import *  # noqa: F403
 from .conv import *  # noqa: F403
 from .elementwise import *  # noqa: F403
 from .linear import *  # noqa: F403
 from .parametric import *  # noqa: F403
+from .standardize import *  # noqa: F403
 
 # One line per family module; each module owns its own __all__.
-_FAMILIES = [_base, _conv, _elementwise, _linear, _parametric]
+_FAMILIES = [_base, _conv, _elementwise, _linear, _parametric, _standardize]
 
 __all__ = sorted({name for module in _FAMILIES for name in module.__all__})

@@ -1,0 +1,136 @@
+"""Atomic training checkpoints and the random-number states they carry.
+
+A checkpoint is one file, ``checkpoint.pt`` in the checkpoint directory, written to a
+temporary file in the same directory, flushed to disk and then renamed over the old one
+(``os.replace`` is atomic on POSIX and Windows): a run killed at any moment leaves either
+the previous checkpoint or the new one, never a torn file. Its contents are tensors,
+numbers, strings, lists and dicts only, read back with ``torch.load(weights_only=True)``,
+so a checkpoint cannot execute code when it is loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import FlowforgeError
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "CheckpointError",
+    "get_rng_state",
+    "load_checkpoint",
+    "save_checkpoint",
+    "set_rng_state",
+]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+class CheckpointError(FlowforgeError, RuntimeError):
+    """A checkpoint could not be read, or belongs to a different run."""
+
+
+def save_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` to ``directory/checkpoint.pt`` atomically and return the path.
+
+    Example:
+        >>> import tempfile
+        >>> d = tempfile.mkdtemp(); p = save_checkpoint(d, {"step": 3})
+        >>> load_checkpoint(d)["step"]
+        3
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / CHECKPOINT_NAME
+    fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        # Interrupted or failed: the previous checkpoint stays untouched; drop the partial file.
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_directory(directory)
+    return target
+
+
+def load_checkpoint(directory: str | Path, *, map_location: str | torch.device = "cpu") -> dict | None:
+    """The state saved in ``directory/checkpoint.pt``, or ``None`` when there is none.
+
+    Raises:
+        CheckpointError: the file exists but cannot be read as a flowforge checkpoint.
+    """
+    path = Path(directory) / CHECKPOINT_NAME
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: {type(e).__name__}: {e}. Delete it to start over."
+        ) from e
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is not a flowforge checkpoint (top level is {type(state).__name__})")
+    return state
+
+
+def _fsync_directory(directory: Path) -> None:
+    # Makes the rename itself durable; not possible (nor needed) on every platform.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def get_rng_state(*, cuda: bool) -> dict[str, Any]:
+    """The torch (CPU and, with ``cuda``, all CUDA devices), numpy and Python random states.
+
+    Stored as tensors and lists, which ``torch.load(weights_only=True)`` accepts.
+    """
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "python": [int(version), list(internal), gauss],
+    }
+    if cuda and torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`get_rng_state` returned."""
+    torch.set_rng_state(state["torch"].cpu())
+    n = state["numpy"]
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"])
+    )
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

@@ -1,0 +1,402 @@
+"""The step loop shared by :func:`~flowforge.train.fit` and :func:`~flowforge.train.fit_vi`.
+
+:class:`Run` owns what both engines have in common: the Adam optimizer and its learning-rate
+:class:`Schedule`, one optimisation step with clipping and a finiteness check, rollback to
+the last good state on a non-finite loss or gradient, atomic checkpoints with exact resume,
+the progress bar, and SIGINT handling (a final checkpoint, then ``KeyboardInterrupt``).
+The engines supply the loss of a step and their own extra state (data sampler, best
+weights), so that data sampling and the step stay separate functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import signal
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import FlowforgeError
+from .checkpoint import CheckpointError, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from .history import History
+
+__all__ = ["Run", "Schedule", "TrainingDivergedError", "resolve_placement"]
+
+log = logging.getLogger("flowforge.train")
+
+# How often (in steps) the in-memory "last good state" for rollbacks is refreshed.
+SNAPSHOT_EVERY = 50
+SCHEDULES = ("cosine", "linear", "constant")
+
+
+class TrainingDivergedError(FlowforgeError, RuntimeError):
+    """Training met non-finite losses or gradients more often than ``max_rollbacks`` allows."""
+
+
+class Schedule:
+    """Learning rate at each step: ``lr * scale * warmup(step) * decay(step)``.
+
+    ``decay`` is ``(1 + cos(pi t / T)) / 2`` for ``"cosine"``, ``1 - t / T`` for ``"linear"``
+    and 1 for ``"constant"``; ``warmup`` rises linearly over the first ``warmup`` steps.
+    ``scale`` starts at 1 and halves at every rollback.
+
+    Example:
+        >>> s = Schedule("cosine", lr=1.0, total=100)
+        >>> s.lr_at(0), s.lr_at(50), round(s.lr_at(100), 12)
+        (1.0, 0.5, 0.0)
+    """
+
+    def __init__(self, kind: str, *, lr: float, total: int, warmup: int = 0) -> None:
+        if kind not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}; got {kind!r}")
+        if not (lr > 0 and math.isfinite(lr)):
+            raise ValueError(f"lr must be a positive number; got {lr}")
+        if warmup < 0:
+            raise ValueError(f"warmup must be >= 0; got {warmup}")
+        self.kind, self.lr, self.total, self.warmup = kind, float(lr), max(int(total), 1), int(warmup)
+        self.scale = 1.0
+
+    def lr_at(self, step: int) -> float:
+        t = min(step, self.total) / self.total
+        decay = {"cosine": 0.5 * (1 + math.cos(math.pi * t)), "linear": 1 - t, "constant": 1.0}[self.kind]
+        warm = min(1.0, (step + 1) / self.warmup) if self.warmup else 1.0
+        return self.lr * self.scale * warm * decay
+
+    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
+        lr = self.lr_at(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def state_dict(self) -> dict:
+        return {"scale": self.scale}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scale = float(state["scale"])
+
+
+def resolve_placement(
+    flow: nn.Module, device: str | torch.device | None, dtype: torch.dtype | str | None
+) -> tuple[torch.device, torch.dtype]:
+    """The device and floating dtype to train on (defaults: where the flow's tensors are)."""
+    tensors = [*flow.parameters(), *flow.buffers()]
+    floating = [t for t in tensors if t.is_floating_point()]
+    if device is None:
+        device = tensors[0].device if tensors else torch.device("cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was requested but torch sees no CUDA device")
+    if isinstance(dtype, str):
+        names = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16}
+        if dtype not in names:
+            raise ValueError(f"dtype must be one of {sorted(names)}; got {dtype!r}")
+        dtype = names[dtype]
+    if dtype is None:
+        dtype = floating[0].dtype if floating else torch.get_default_dtype()
+    return device, dtype
+
+
+def _clone(obj: Any) -> Any:
+    if isinstance(obj, Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {k: _clone(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_clone(v) for v in obj)
+    return copy.copy(obj)
+
+
+class _Progress:
+    """A rich progress bar showing the step, free-form metrics and steps/s; silent if disabled."""
+
+    def __init__(self, enabled: bool, total: int, start: int, title: str) -> None:
+        self.enabled = enabled
+        self.total, self.start, self.title = total, start, title
+        self._bar = None
+        self._task = None
+        self._t0 = time.perf_counter()
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TextColumn("{task.fields[rate]}"),
+                TimeRemainingColumn(),
+                transient=False,
+            )
+            self._bar.__enter__()
+            self._task = self._bar.add_task(
+                self.title, total=self.total, completed=self.start, info="", rate=""
+            )
+        return self
+
+    def update(self, step: int, info: str) -> None:
+        if self._bar is None:
+            return
+        done = step - self.start
+        rate = done / max(time.perf_counter() - self._t0, 1e-9)
+        self._bar.update(self._task, completed=step, info=info, rate=f"{rate:.1f} steps/s")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+
+class Run:
+    """Optimizer, schedule, rollbacks, checkpoints and history of one training run.
+
+    Args:
+        kind: ``"ml"`` or ``"vi"`` (for the history and the checkpoint).
+        flow: the module being trained (already on its device and dtype).
+        steps: total number of optimisation steps.
+        lr, schedule, warmup: see :class:`Schedule`.
+        clip: maximum gradient norm, or ``None`` for no clipping.
+        checkpoint_dir, checkpoint_every, resume: checkpointing (see ``fit``).
+        max_rollbacks: rollbacks allowed before :class:`TrainingDivergedError`.
+        fingerprint: what identifies the run's setup; a checkpoint with another one is refused.
+        get_extra, set_extra: the engine's own state for checkpoints (tensors, numbers, lists, dicts).
+    """
+
+    def __init__(
+        self,
+        *,
+        kind: str,
+        flow: nn.Module,
+        steps: int,
+        lr: float,
+        schedule: str,
+        warmup: int,
+        weight_decay: float,
+        clip: float | None,
+        progress: bool,
+        checkpoint_dir: str | Path | None,
+        checkpoint_every: int | None,
+        resume: bool,
+        max_rollbacks: int,
+        fingerprint: dict,
+        get_extra: Callable[[], dict],
+        set_extra: Callable[[dict], None],
+        compile: bool = False,
+    ) -> None:
+        if steps < 1:
+            raise ValueError(f"steps must be positive; got {steps}")
+        if clip is not None and not clip > 0:
+            raise ValueError(f"clip must be positive or None; got {clip}")
+        if max_rollbacks < 0:
+            raise ValueError(f"max_rollbacks must be >= 0; got {max_rollbacks}")
+        if checkpoint_every is not None and checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be positive or None; got {checkpoint_every}")
+        if resume and checkpoint_dir is None:
+            raise ValueError("resume=True needs checkpoint_dir= (where the checkpoint is)")
+        if compile:
+            warnings.warn(
+                "compile=True is accepted but not implemented yet: training runs eagerly",
+                stacklevel=3,
+            )
+        self.kind, self.flow, self.steps = kind, flow, int(steps)
+        self.clip, self.progress_enabled = clip, bool(progress)
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.checkpoint_every = checkpoint_every
+        self.max_rollbacks = int(max_rollbacks)
+        self.fingerprint = fingerprint
+        self.get_extra, self.set_extra = get_extra, set_extra
+        self.params = [p for p in flow.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("the flow has no trainable parameters")
+        self.optimizer = torch.optim.Adam(self.params, lr=lr, weight_decay=weight_decay)
+        self.schedule = Schedule(schedule, lr=lr, total=steps, warmup=warmup)
+        self.history = History(kind)
+        self.step = 0
+        self.rollbacks = 0
+        self.finished = False
+        self.elapsed_before = 0.0
+        self.cuda = any(p.is_cuda for p in self.params)
+        self.snapshot = self._capture()
+        self._interrupted = False
+        if resume:
+            self._resume()
+        elif self.checkpoint_dir is not None and (self.checkpoint_dir / "checkpoint.pt").exists():
+            log.warning(
+                "overwriting the checkpoint in %s (pass resume=True to continue it)", self.checkpoint_dir
+            )
+
+    # -- state -----------------------------------------------------------------------------
+    def _capture(self) -> dict:
+        return {
+            "step": self.step,
+            "model": _clone(self.flow.state_dict()),
+            "optimizer": _clone(self.optimizer.state_dict()),
+        }
+
+    def state(self) -> dict:
+        return {
+            "format": "flowforge-checkpoint",
+            "version": 1,
+            "kind": self.kind,
+            "step": self.step,
+            "finished": self.finished,
+            "fingerprint": self.fingerprint,
+            "model": self.flow.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "rng": get_rng_state(cuda=self.cuda),
+            "history": self.history.to_dict(),
+            "rollbacks": self.rollbacks,
+            "snapshot": self.snapshot,
+            "elapsed": self.elapsed_before
+            + (time.perf_counter() - self._t0 if hasattr(self, "_t0") else 0.0),
+            "extra": self.get_extra(),
+        }
+
+    def _resume(self) -> None:
+        device = self.params[0].device
+        state = load_checkpoint(self.checkpoint_dir, map_location=device)
+        if state is None:
+            log.info("no checkpoint in %s yet: starting a new run", self.checkpoint_dir)
+            return
+        where = self.checkpoint_dir / "checkpoint.pt"
+        if state.get("format") != "flowforge-checkpoint" or state.get("kind") != self.kind:
+            raise CheckpointError(f"{where} is not a flowforge {self.kind!r} checkpoint")
+        saved = state["fingerprint"]
+        diffs = [
+            f"{k}: checkpoint {saved.get(k)!r}, now {v!r}"
+            for k, v in self.fingerprint.items()
+            if saved.get(k) != v
+        ]
+        if diffs:
+            raise CheckpointError(
+                f"{where} was written by a run with other settings ({'; '.join(diffs)}); "
+                "resume with the same settings, or use another checkpoint_dir"
+            )
+        try:
+            self.flow.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise CheckpointError(f"{where} does not fit this model: {e}") from e
+        self.schedule.load_state_dict(state["schedule"])
+        self.history = History.from_dict(state["history"])
+        self.step = int(state["step"])
+        self.rollbacks = int(state["rollbacks"])
+        self.snapshot = state["snapshot"]
+        self.finished = bool(state["finished"])
+        self.elapsed_before = float(state["elapsed"])
+        self.set_extra(state["extra"])
+        set_rng_state(state["rng"])
+        self.history.event(self.step, "resumed", f"resumed from {where} at step {self.step}")
+        log.info("resumed from %s at step %d", where, self.step)
+
+    def save(self) -> Path | None:
+        """Write a checkpoint now (no-op without ``checkpoint_dir``)."""
+        if self.checkpoint_dir is None:
+            return None
+        return save_checkpoint(self.checkpoint_dir, self.state())
+
+    # -- one step ----------------------------------------------------------------------------
+    def optimize(
+        self, loss_fn: Callable[[], Tensor], describe: Callable[[], str] | None = None
+    ) -> tuple[float, float | None]:
+        """One step: ``loss_fn()``, backward, clipping, Adam update; rollback if non-finite.
+
+        ``describe()``, if given, explains a non-finite loss in the rollback message.
+
+        Returns:
+            ``(loss, grad_norm)`` as floats; ``grad_norm`` is ``None`` when the loss was not finite.
+        """
+        lr = self.schedule.apply(self.optimizer, self.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            self._rollback(f"the loss is {value}" + (f" ({describe()})" if describe else ""), lr)
+            return value, None
+        loss.backward()
+        # With an infinite bound, clip_grad_norm_ only measures the norm.
+        norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.clip or math.inf))
+        if not math.isfinite(norm):
+            self._rollback(f"the gradient norm is {norm} (loss {value:.4g})", lr)
+            return value, norm
+        self.optimizer.step()
+        return value, norm
+
+    def _rollback(self, what: str, lr: float) -> None:
+        self.rollbacks += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.rollbacks > self.max_rollbacks:
+            raise TrainingDivergedError(
+                f"training stopped at step {self.step}: {what}, and {self.max_rollbacks} rollback(s) with a "
+                f"halved learning rate each did not cure it (lr now {lr:.3g}). Look for extreme or "
+                "degenerate values in the data or target, lower lr, or clip gradients harder (clip=)"
+            )
+        self.flow.load_state_dict(self.snapshot["model"])
+        self.optimizer.load_state_dict(_clone(self.snapshot["optimizer"]))
+        self.schedule.scale *= 0.5
+        message = (
+            f"non-finite value at step {self.step}: {what}; rolled back to the state of step "
+            f"{self.snapshot['step']} and halved the learning rate to {self.schedule.lr_at(self.step):.3g} "
+            f"(rollback {self.rollbacks} of at most {self.max_rollbacks})"
+        )
+        self.history.event(self.step, "rollback", message)
+        log.warning(message)
+
+    def end_step(self) -> None:
+        """Count the step; refresh the rollback snapshot and write checkpoints when due."""
+        self.step += 1
+        if self.step % SNAPSHOT_EVERY == 0 and all(bool(torch.isfinite(p).all()) for p in self.params):
+            self.snapshot = self._capture()
+        if self.checkpoint_every and self.step % self.checkpoint_every == 0 and self.step < self.steps:
+            self.save()
+        if self._interrupted:
+            self.save()
+            raise KeyboardInterrupt(
+                f"interrupted at step {self.step}"
+                + (f"; checkpoint written to {self.checkpoint_dir}" if self.checkpoint_dir else "")
+            )
+
+    # -- the loop frame -----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def running(self, title: str) -> Iterator[_Progress]:
+        """Progress bar, timing and SIGINT handling around the engine's loop."""
+        self._t0 = time.perf_counter()
+        start = self.step
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+
+            def on_sigint(signum, frame):
+                # First Ctrl-C: finish the current step and save; a second one stops at once.
+                self._interrupted = True
+                signal.signal(signal.SIGINT, previous or signal.default_int_handler)
+
+            previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            with _Progress(self.progress_enabled, self.steps, self.step, title) as bar:
+                yield bar
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        seconds = time.perf_counter() - self._t0
+        done = self.step - start
+        self.history.summary.update(
+            steps=self.step,
+            rollbacks=self.rollbacks,
+            seconds=round(self.elapsed_before + seconds, 3),
+            steps_per_second=round(done / seconds, 2) if done and seconds > 0 else None,
+        )
+
+    def finish(self) -> None:
+        """Mark the run finished and write the final checkpoint."""
+        self.finished = True
+        self.save()

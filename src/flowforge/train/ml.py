@@ -1,0 +1,422 @@
+"""Maximum-likelihood training: :func:`fit`.
+
+The pieces are separate functions so that a data-parallel driver can reuse them:
+:func:`split` (train/validation), :class:`EpochSampler` (which rows form each minibatch),
+:func:`nll` (the loss of a batch), :func:`evaluate` (the validation loss), and the step
+itself in :class:`~flowforge.train.engine.Run`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..datasets.files import DataError, check_finite
+from ..errors import ShapeError
+from ..flow import Flow
+from ..transforms.base import Compose
+from ..transforms.standardize import Standardize
+from .engine import Run, _clone, resolve_placement
+from .history import History
+
+__all__ = ["EpochSampler", "evaluate", "fit", "nll", "split"]
+
+log = logging.getLogger("flowforge.train")
+
+
+def _shape(shape: Sequence[int]) -> str:
+    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+
+
+def as_data(data: object, event_shape: Sequence[int], what: str = "data") -> Tensor:
+    """``data`` (tensor, array or nested lists) as a finite floating tensor of shape ``(n, *event)``."""
+    if not isinstance(data, Tensor):
+        try:
+            data = torch.as_tensor(np.asarray(data))
+        except (TypeError, ValueError) as e:
+            raise DataError(f"{what} cannot be read as a numeric array: {e}") from e
+    if not (data.is_floating_point() or data.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8)):
+        raise DataError(f"{what} must hold numbers; got dtype {data.dtype}")
+    event = tuple(event_shape)
+    if data.dim() != len(event) + 1 or tuple(data.shape[1:]) != event:
+        hint = " (one feature: reshape it to (n, 1))" if data.dim() == 1 and event == (1,) else ""
+        raise ShapeError(
+            f"{what} must have shape (n, {', '.join(map(str, event))}) to match the flow's event shape "
+            f"{_shape(event)}; got {_shape(data.shape)}{hint}"
+        )
+    if data.shape[0] < 1:
+        raise DataError(f"{what} has no rows")
+    check_finite(data, what)
+    return data if data.is_floating_point() else data.to(torch.get_default_dtype())
+
+
+def split(n: int, val_fraction: float, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
+    """Random train and validation row indices (``None`` for no validation).
+
+    Example:
+        >>> train, val = split(10, 0.2, torch.Generator().manual_seed(0)); len(train), len(val)
+        (8, 2)
+    """
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1); got {val_fraction}")
+    perm = torch.randperm(n, generator=generator)
+    n_val = round(n * val_fraction)
+    if val_fraction > 0:
+        n_val = max(n_val, 1)
+        if n - n_val < 1:
+            raise DataError(f"{n} row(s) cannot be split into training and validation data; pass more data")
+    if n_val == 0:
+        return perm, None
+    return perm[n_val:], perm[:n_val]
+
+
+class EpochSampler:
+    """Minibatch row indices: a fresh random permutation per epoch, cut into full batches.
+
+    The generator's state travels with checkpoints, so a resumed run draws the same batches.
+
+    Example:
+        >>> s = EpochSampler(10, 4, seed=0); [len(s.next()) for _ in range(3)]
+        [4, 4, 4]
+    """
+
+    def __init__(self, n: int, batch_size: int, *, seed: int) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive; got {batch_size}")
+        self.n, self.batch_size = int(n), min(int(batch_size), int(n))
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.perm = torch.randperm(self.n, generator=self.generator)
+        self.pos = 0
+        self.epoch = 0
+
+    def next(self) -> Tensor:
+        if self.pos + self.batch_size > self.n:
+            self.perm = torch.randperm(self.n, generator=self.generator)
+            self.pos = 0
+            self.epoch += 1
+        out = self.perm[self.pos : self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return out
+
+    def state_dict(self) -> dict:
+        return {
+            "generator": self.generator.get_state(),
+            "perm": self.perm,
+            "pos": self.pos,
+            "epoch": self.epoch,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"].cpu())
+        self.perm, self.pos, self.epoch = state["perm"].cpu(), int(state["pos"]), int(state["epoch"])
+
+
+def nll(flow: Flow, x: Tensor, context: Tensor | None = None) -> Tensor:
+    """Mean negative log-likelihood of a batch (the loss of maximum likelihood)."""
+    return -flow.log_prob(x, context).mean()
+
+
+@torch.no_grad()
+def evaluate(
+    flow: Flow,
+    data: Tensor,
+    context: Tensor | None = None,
+    *,
+    batch_size: int = 4096,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> float:
+    """Mean negative log-likelihood of ``data`` in eval mode, in chunks (``inf`` if a point has density 0)."""
+    was_training = flow.training
+    flow.eval()
+    total, count = 0.0, 0
+    try:
+        for i in range(0, data.shape[0], batch_size):
+            x = data[i : i + batch_size].to(device=device, dtype=dtype)
+            c = None if context is None else context[i : i + batch_size].to(device=device, dtype=dtype)
+            total += float(-flow.log_prob(x, c).double().sum())
+            count += x.shape[0]
+    finally:
+        flow.train(was_training)
+    return total / count if math.isfinite(total) else math.inf
+
+
+def _digest(*tensors: Tensor | None) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        if t is not None:
+            h.update(str(tuple(t.shape)).encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+@torch.no_grad()
+def _culprits(flow: Flow, x: Tensor, context: Tensor | None, rows: Tensor) -> str:
+    # Only called after a non-finite loss: name the data rows responsible.
+    bad = rows[~torch.isfinite(flow.log_prob(x, context)).cpu()]
+    if not bad.numel():
+        return "every row of the batch has a finite log-density"
+    shown = ", ".join(str(int(r)) for r in bad[:8])
+    return f"non-finite log-density at data row(s) [{shown}{', ...' if bad.numel() > 8 else ''}]"
+
+
+def _attach_standardizer(flow: Flow, data: Tensor, history: History) -> None:
+    last = flow.transform.transforms[-1] if len(flow.transform) else None
+    if isinstance(last, Standardize):
+        return  # trained before in that space: keep its values
+    std = Standardize(flow.event_shape)
+    constant = std.fit_to(data)
+    if constant:
+        message = (
+            f"feature(s) {constant} are constant in the training data: they are left unscaled, and the "
+            "likelihood is unbounded there (drop such columns)"
+        )
+        history.event(0, "constant_features", message)
+        log.warning(message)
+    flow.transform = Compose(flow.transform, std)
+
+
+def fit(
+    flow: Flow,
+    data: Tensor | np.ndarray,
+    *,
+    context: Tensor | None = None,
+    steps: int | None = None,
+    epochs: int | None = None,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    schedule: str = "cosine",
+    warmup: int = 0,
+    val_fraction: float = 0.1,
+    val_data: Tensor | np.ndarray | None = None,
+    val_context: Tensor | None = None,
+    eval_every: int | None = None,
+    patience: int | None = None,
+    restore_best: bool = True,
+    clip: float | None = 10.0,
+    standardize: bool = True,
+    progress: bool = True,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int | None = 200,
+    resume: bool = False,
+    seed: int | None = 0,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str | None = None,
+    max_rollbacks: int = 5,
+    compile: bool = False,
+) -> History:
+    """Fit ``flow`` to ``data`` by maximum likelihood (minibatch Adam); the flow is changed in place.
+
+    Minimises ``-mean log p(x)`` over minibatches. The learning rate follows ``schedule``;
+    gradients are clipped to norm ``clip``. A random ``val_fraction`` of the rows (or
+    ``val_data``) is held out and evaluated every ``eval_every`` steps; with ``patience``
+    training stops after that many evaluations without improvement, and with
+    ``restore_best`` the weights of the best evaluation are restored at the end.
+
+    With ``standardize`` a :class:`~flowforge.transforms.Standardize` fitted on the
+    training rows is appended at the data end of the flow (unless the flow already ends in
+    one), so the other layers see standardized data while ``flow.log_prob(x)`` stays in
+    raw units with the Jacobian included: ``log p(x) = log p_std((x - m) / s) - sum log s``.
+    Constant features keep scale 1 (no division by zero) and are reported.
+
+    A non-finite loss or gradient does not update the weights: they roll back to the last
+    good state (refreshed every 50 steps), the learning rate halves, and a warning says
+    so; after ``max_rollbacks`` rollbacks a :class:`~flowforge.train.TrainingDivergedError`
+    stops the run. With ``checkpoint_dir`` a checkpoint is written atomically every
+    ``checkpoint_every`` steps and at the end (model, optimizer, schedule, RNG states,
+    sampler, history, best weights); ``resume=True`` continues from it exactly, so a CPU run
+    killed and resumed ends with the same weights as an uninterrupted one. Ctrl-C finishes the
+    current step, writes a checkpoint and raises ``KeyboardInterrupt``.
+
+    Args:
+        flow: the flow to train (moved to ``device``/``dtype``).
+        data: training rows, shape ``(n, *event)``, finite.
+        context: per-row context for conditional flows, shape ``(n, c)``.
+        steps: number of optimisation steps (default 1000); or give ``epochs`` instead.
+        epochs: passes over the training rows (``ceil(n_train / batch_size)`` steps each).
+        batch_size: rows per step.
+        lr: peak learning rate of Adam.
+        weight_decay: Adam's L2 penalty.
+        schedule: ``"cosine"``, ``"linear"`` or ``"constant"``; ``warmup`` steps of linear rise.
+        val_fraction: share of rows held out for validation (0 for none).
+        val_data, val_context: explicit validation rows instead of ``val_fraction``.
+        eval_every: steps between validations (default: 40 evaluations per run).
+        patience: evaluations without improvement before stopping (``None``: never stop early).
+        restore_best: end with the weights of the best validation loss.
+        clip: maximum gradient norm (``None``: no clipping).
+        standardize: append a fitted standardizer (see above).
+        progress: show a progress bar (loss, validation, steps/s).
+        checkpoint_dir, checkpoint_every, resume: checkpoints (see above).
+        seed: seeds torch's global generator and the data split and batches (``None``: no seeding).
+        device, dtype: where and in which precision to train (default: the flow's).
+        max_rollbacks: rollbacks allowed before giving up.
+        compile: reserved for ``torch.compile``; accepted but not implemented yet (a warning says so).
+
+    Returns:
+        The :class:`~flowforge.train.History` (per-step ``loss``, ``lr``, ``grad_norm``;
+        evaluations ``val_loss``; events; summary with ``best_val_loss``, ``stopped_early``, ...).
+
+    Raises:
+        ShapeError: data or context of the wrong shape (both shapes named).
+        DataError: non-finite or non-numeric data, too few rows.
+        TrainingDivergedError: more than ``max_rollbacks`` non-finite steps.
+        CheckpointError: ``resume=True`` with a checkpoint of another run.
+
+    Cost: ``steps`` forward and backward passes through the inverse direction of the flow.
+
+    Example:
+        >>> import torch, flowforge as ff
+        >>> from flowforge import transforms as T
+        >>> flow = ff.Flow(ff.distributions.StandardNormal((2,)), [T.LULinear(2), T.Diagonal(2)])
+        >>> data = 10 + 3 * torch.randn(500, 2)
+        >>> history = ff.fit(flow, data, steps=100, progress=False)
+        >>> history["val_loss"][-1] < history["val_loss"][0]
+        True
+    """
+    if not isinstance(flow, Flow):
+        raise TypeError(f"fit trains a flowforge.Flow; got {type(flow).__name__}")
+    if steps is not None and epochs is not None:
+        raise ValueError("give steps= or epochs=, not both")
+    data = as_data(data, flow.event_shape)
+    n = data.shape[0]
+    if flow.context_features is not None:
+        if context is None:
+            raise ShapeError(
+                f"the flow is conditional: pass context= of shape ({n}, {flow.context_features})"
+            )
+        context = as_data(context, (flow.context_features,), "context")
+        if context.shape[0] != n:
+            raise ShapeError(f"context has {context.shape[0]} rows, data has {n}; they must match")
+    elif context is not None:
+        raise ShapeError("context= was given but the flow is not conditional (no layer takes a context)")
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    base_seed = int(seed) if seed is not None else int(torch.randint(0, 2**62, ()).item())
+    history_placeholder = History("ml")
+    if val_data is not None:
+        train_idx, val_idx = torch.arange(n), None
+        val_x = as_data(val_data, flow.event_shape, "val_data")
+        val_c = None if val_context is None else as_data(val_context, (flow.context_features,), "val_context")
+    else:
+        train_idx, val_idx = split(n, val_fraction, torch.Generator().manual_seed(base_seed))
+        val_x = None if val_idx is None else data[val_idx]
+        val_c = None if (val_idx is None or context is None) else context[val_idx]
+    train_x = data[train_idx]
+    train_c = None if context is None else context[train_idx]
+    n_train = train_x.shape[0]
+
+    if standardize:
+        _attach_standardizer(flow, train_x, history_placeholder)
+    device, dtype = resolve_placement(flow, device, dtype)
+    flow.to(device=device, dtype=dtype)
+    flow.train()
+
+    per_epoch = math.ceil(n_train / min(batch_size, n_train))
+    total = int(steps) if steps is not None else (int(epochs) * per_epoch if epochs is not None else 1000)
+    if eval_every is None:
+        eval_every = max(1, total // 40)
+    if patience is not None and patience < 1:
+        raise ValueError(f"patience must be positive or None; got {patience}")
+    sampler = EpochSampler(n_train, batch_size, seed=base_seed + 1)
+
+    best: dict = {"loss": math.inf, "step": 0, "state": None, "bad": 0, "stopped": False}
+
+    def get_extra() -> dict:
+        return {"sampler": sampler.state_dict(), "best": best}
+
+    def set_extra(extra: dict) -> None:
+        sampler.load_state_dict(extra["sampler"])
+        best.update(extra["best"])
+
+    fingerprint = {
+        "data_sha256": _digest(data, context, None if val_data is None else val_x),
+        "steps": total,
+        "batch_size": int(batch_size),
+        "lr": float(lr),
+        "schedule": schedule,
+        "seed": seed,
+        "val_fraction": float(val_fraction),
+        "standardize": bool(standardize),
+    }
+    run = Run(
+        kind="ml",
+        flow=flow,
+        steps=total,
+        lr=lr,
+        schedule=schedule,
+        warmup=warmup,
+        weight_decay=weight_decay,
+        clip=clip,
+        progress=progress,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+        max_rollbacks=max_rollbacks,
+        fingerprint=fingerprint,
+        get_extra=get_extra,
+        set_extra=set_extra,
+        compile=compile,
+    )
+    history = run.history
+    if run.step == 0:
+        history.events.extend(history_placeholder.events)
+    if run.finished:
+        flow.eval()
+        return history
+
+    with run.running("fit") as bar:
+        while run.step < total and not best["stopped"]:
+            idx = sampler.next()
+            x = train_x[idx].to(device=device, dtype=dtype)
+            c = None if train_c is None else train_c[idx].to(device=device, dtype=dtype)
+            loss, norm = run.optimize(
+                lambda x=x, c=c: nll(flow, x, c),
+                lambda x=x, c=c, idx=idx: _culprits(flow, x, c, train_idx[idx]),
+            )
+            step = run.step + 1
+            history.log(
+                step=step, loss=loss, lr=run.optimizer.param_groups[0]["lr"], grad_norm=norm or math.nan
+            )
+            info = f"loss {loss:.4f}"
+            if val_x is not None and (step % eval_every == 0 or step == total):
+                v = evaluate(flow, val_x, val_c, device=device, dtype=dtype)
+                history.log_eval(step=step, val_loss=v)
+                if v < best["loss"]:
+                    best.update(loss=v, step=step, state=_clone(flow.state_dict()), bad=0)
+                else:
+                    best["bad"] += 1
+                    if patience is not None and best["bad"] >= patience:
+                        best["stopped"] = True
+                        history.event(
+                            step, "early_stop", f"no validation improvement in {patience} evaluations"
+                        )
+            if history.evals:
+                info += f"  val {history.evals['val_loss'][-1]:.4f}"
+            run.end_step()
+            bar.update(run.step, info)
+
+    if restore_best and best["state"] is not None:
+        flow.load_state_dict(best["state"])
+        history.event(run.step, "restored_best", f"restored the weights of step {best['step']}")
+    losses = [v for v in history["loss"][-20:] if math.isfinite(v)] if len(history) else []
+    history.summary.update(
+        final_loss=sum(losses) / len(losses) if losses else None,
+        best_val_loss=best["loss"] if math.isfinite(best["loss"]) else None,
+        best_step=best["step"] if best["state"] is not None else None,
+        stopped_early=bool(best["stopped"]),
+        n_train=n_train,
+        n_val=None if val_x is None else int(val_x.shape[0]),
+        batch_size=sampler.batch_size,
+    )
+    run.finish()
+    flow.eval()
+    return history
