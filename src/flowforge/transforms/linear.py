@@ -69,6 +69,9 @@ class Permutation(Transform):
         permutation: the permutation for ``kind="fixed"``.
         seed: seed for ``kind="random"`` (``None`` uses the global generator).
 
+    References:
+        Dinh, Krueger, Bengio. "NICE". 2014 (fixed permutations between couplings).
+
     Example:
         >>> import torch
         >>> Permutation(3, kind="reverse")(torch.tensor([[1.0, 2.0, 3.0]]))[0]
@@ -115,6 +118,9 @@ class Diagonal(Elementwise):
 
     Log-det ``sum s``. Cost O(d). The affine transformer with an unbounded log-scale.
 
+    References:
+        Prince. "Understanding Deep Learning", ch. 16 (2023): linear flows.
+
     Example:
         >>> import torch
         >>> Diagonal(2)(torch.ones(1, 2))
@@ -139,6 +145,8 @@ class ActNorm(Transform):
 
     References:
         Kingma & Dhariwal. "Glow: Generative Flow with Invertible 1x1 Convolutions". 2018.
+
+    Cost: O(n) in both directions.
 
     Example:
         >>> import torch
@@ -244,6 +252,8 @@ class LULinear(_VectorLinear):
     References:
         Kingma & Dhariwal 2018 (Glow); Prince, "Understanding Deep Learning", ch. 16.
 
+    Cost: O(d^2) per sample in both directions, O(d) log-det.
+
     Example:
         >>> import torch
         >>> t = LULinear(4); x = torch.randn(3, 4)
@@ -270,6 +280,11 @@ class TriangularLinear(_VectorLinear):
     """``y = W x + b`` with ``W`` lower (or upper) triangular and a positive diagonal.
 
     Log-det ``sum log diag(W)`` in O(d); inverse by a triangular solve in O(d^2).
+
+    Cost: O(d^2) forward and inverse (triangular solve), O(d) log-det.
+
+    References:
+        Prince. "Understanding Deep Learning", ch. 16 (2023): linear flows.
 
     Example:
         >>> import torch
@@ -344,6 +359,11 @@ class DenseLinear(_VectorLinear):
     Log-det by ``slogdet`` and inverse by ``solve``: O(d^3) each, the cost seed 004 warns
     about. Starts at ``W = I``; nothing keeps ``W`` away from singular matrices, so prefer
     ``LULinear`` unless the full parametrisation is the point (as in seed 001's theory).
+
+    Cost: O(d^3) for the log-det and the inverse, O(d^2) per sample forward.
+
+    References:
+        Prince. "Understanding Deep Learning", ch. 16 (2023): linear flows.
 
     Example:
         >>> import torch

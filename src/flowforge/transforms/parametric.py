@@ -47,6 +47,9 @@ class Elementwise(Transform):
 
     Cost: O(n P) for ``P`` parameters per element, in both directions.
 
+    References:
+        Papamakarios et al. "Normalizing Flows for Probabilistic Modeling and Inference". JMLR 2021.
+
     Example:
         >>> import torch
         >>> from flowforge.transforms.transformers import RQSplineTransformer
