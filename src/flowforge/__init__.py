@@ -8,6 +8,7 @@ from . import distributions, transforms
 from .checks import CheckReport, check_transform
 from .errors import FlowforgeError, InversionError, ShapeError, SpecError
 from .flow import Flow, FlowDistribution
+from .io import build, load, save
 from .settings import set_validation, validation, validation_enabled
 from .train import History, fit, fit_vi
 
@@ -23,10 +24,13 @@ __all__ = [
     "ShapeError",
     "SpecError",
     "__version__",
+    "build",
     "check_transform",
     "distributions",
     "fit",
     "fit_vi",
+    "load",
+    "save",
     "set_validation",
     "transforms",
     "validation",

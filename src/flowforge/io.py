@@ -1,0 +1,374 @@
+"""Saved models: :func:`save`, :func:`load` and :func:`build`.
+
+A saved model is a directory with two files:
+
+- ``config.json``: ``{"format": "flowforge", "version": 1, "flowforge": ..., "torch": ...,
+  "dtype": ..., "flow": {"base": spec, "transforms": [spec, ...]}, "weights_sha256": ...,
+  "weights_bytes": ..., "standardizer": ..., "metadata": {...}}`` where each spec is
+  ``{"type": ClassName, **constructor arguments}`` (see :mod:`flowforge.spec`);
+- ``model.safetensors``: the state dict (parameters and buffers), via safetensors.
+
+Loading is safe for untrusted files: nothing is unpickled and no module named in a file is
+imported. The config is validated (pydantic for its structure, then every layer name
+against an allow-list, the registry of ``flowforge.transforms``, ``flowforge.distributions``
+and ``flowforge.transforms.transformers``, and every argument against the constructor's
+signature) before anything is built; the weights must match the recorded checksum and
+size, their header is bounds-checked before any tensor is allocated, and every key and
+shape must match the model exactly. Any failure raises before a model is returned, so a
+model is never half-loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import FlowforgeError, SpecError
+from .flow import Flow
+from .registry import build_flow, check_flow_spec, flow_spec, model_builders, parse_spec_text
+from .transforms.standardize import Standardize
+
+__all__ = ["ModelFileError", "build", "flow_spec", "load", "read_config", "save"]
+
+FORMAT, VERSION = "flowforge", 1
+CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
+MAX_CONFIG_BYTES = 16 * 2**20
+MAX_HEADER_BYTES = 100 * 2**20
+_DTYPES = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+_ST_DTYPES = {
+    "F64": (torch.float64, 8),
+    "F32": (torch.float32, 4),
+    "F16": (torch.float16, 2),
+    "BF16": (torch.bfloat16, 2),
+    "I64": (torch.int64, 8),
+    "I32": (torch.int32, 4),
+    "I16": (torch.int16, 2),
+    "I8": (torch.int8, 1),
+    "U8": (torch.uint8, 1),
+    "BOOL": (torch.bool, 1),
+}
+
+
+class ModelFileError(FlowforgeError, ValueError):
+    """A saved model's files are missing, truncated, tampered with or do not match its config."""
+
+
+class _FlowPart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    base: dict[str, Any]
+    transforms: list[dict[str, Any]]
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    format: Literal["flowforge"]
+    version: int = Field(ge=1)
+    flowforge: str
+    torch: str
+    dtype: Literal["float32", "float64", "float16", "bfloat16"]
+    flow: _FlowPart
+    weights_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    weights_bytes: int = Field(ge=8)
+    standardizer: dict[str, Any] | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+def _pydantic_message(e: ValidationError, what: str) -> str:
+    lines = [f"{'.'.join(map(str, err['loc'])) or '(top level)'}: {err['msg']}" for err in e.errors()[:8]]
+    return f"{what} is invalid: " + "; ".join(lines)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save(flow: Flow, path: str | Path, *, metadata: dict[str, Any] | None = None) -> Path:
+    """Save ``flow`` as a directory ``path`` with ``config.json`` and ``model.safetensors``.
+
+    Each file is written to a temporary name and renamed into place, weights first: an
+    interrupted save leaves a directory that :func:`load` refuses (checksum), never a
+    silently mixed model.
+
+    Args:
+        flow: a flow built from library classes (custom layers cannot be loaded without
+            user code, so they are refused here with the offending argument named).
+        path: the directory (created if needed).
+        metadata: JSON-ready extra information stored in the config.
+
+    Returns:
+        The directory.
+
+    Example:
+        >>> import tempfile, torch, flowforge as ff
+        >>> from flowforge import transforms as T
+        >>> flow = ff.Flow(ff.distributions.StandardNormal((2,)), [T.LULinear(2)])
+        >>> d = ff.save(flow, tempfile.mkdtemp() + "/model")
+        >>> x = torch.randn(4, 2); torch.equal(ff.load(d).log_prob(x), flow.log_prob(x))
+        True
+    """
+    if not isinstance(flow, Flow):
+        raise TypeError(f"save expects a flowforge.Flow; got {type(flow).__name__}")
+    spec = flow_spec(flow)
+    check_flow_spec(spec, "flow")  # refuses classes that load could not rebuild
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ModelFileError(f"{path} exists and is not a directory")
+    path.mkdir(parents=True, exist_ok=True)
+    from safetensors.torch import save as st_save
+
+    # Cloning breaks shared storage (tied or aliased tensors), which safetensors refuses.
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in flow.state_dict().items()}
+    blob = st_save(tensors, metadata={"format": "pt"})
+    # Non-persistent buffers count too: a flow without weights still has a working dtype.
+    floating = [t.dtype for t in (*flow.parameters(), *flow.buffers()) if t.is_floating_point()]
+    dtype = {v: k for k, v in _DTYPES.items()}.get(floating[0] if floating else torch.float32, "float32")
+    standardizer = None
+    for i, t in enumerate(flow.transform.transforms):
+        if isinstance(t, Standardize):
+            standardizer = {"index": i, "mean": t.mean.flatten().tolist(), "std": t.std.flatten().tolist()}
+    from . import __version__
+
+    config = {
+        "format": FORMAT,
+        "version": VERSION,
+        "flowforge": __version__,
+        "torch": torch.__version__,
+        "dtype": dtype,
+        "flow": spec,
+        "weights_sha256": hashlib.sha256(blob).hexdigest(),
+        "weights_bytes": len(blob),
+        "standardizer": standardizer,
+        "metadata": metadata or {},
+    }
+    text = json.dumps(config, indent=1)
+    _atomic_write(path / WEIGHTS_NAME, blob)
+    _atomic_write(path / CONFIG_NAME, text.encode())
+    return path
+
+
+def _config_path(path: Path) -> Path:
+    if path.is_dir():
+        if (path / CONFIG_NAME).is_file():
+            return path / CONFIG_NAME
+        if (path / "model" / CONFIG_NAME).is_file():  # a run directory of the command line
+            return path / "model" / CONFIG_NAME
+        raise ModelFileError(f"{path} holds no {CONFIG_NAME}: not a saved flowforge model")
+    if path.name == CONFIG_NAME and path.is_file():
+        return path
+    raise ModelFileError(
+        f"no saved model at {path} (expected a directory with {CONFIG_NAME} and {WEIGHTS_NAME})"
+    )
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The validated ``config.json`` of a saved model (or of a run directory holding ``model/``)."""
+    cfg_path = _config_path(Path(path))
+    size = cfg_path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ModelFileError(f"{cfg_path} is {size} bytes; a config over {MAX_CONFIG_BYTES} bytes is refused")
+    try:
+        raw = json.loads(cfg_path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelFileError(f"{cfg_path} is not valid JSON: {e}") from e
+    if isinstance(raw, dict) and isinstance(raw.get("version"), int) and raw["version"] > VERSION:
+        raise ModelFileError(
+            f"{cfg_path} has format version {raw['version']}, newer than this flowforge reads "
+            f"({VERSION}); upgrade flowforge"
+        )
+    try:
+        config = _Config.model_validate(raw).model_dump()
+    except ValidationError as e:
+        raise SpecError(_pydantic_message(e, str(cfg_path))) from None
+    check_flow_spec(config["flow"], "flow")
+    config["path"] = str(cfg_path.parent)
+    return config
+
+
+def _read_weights(path: Path, config: dict) -> tuple[bytes, dict[str, tuple[tuple[int, ...], torch.dtype]]]:
+    if not path.is_file():
+        raise ModelFileError(f"{path} is missing")
+    size = path.stat().st_size
+    if size != config["weights_bytes"]:
+        raise ModelFileError(
+            f"{path} has {size} bytes but its config records {config['weights_bytes']}: truncated or replaced"
+        )
+    blob = path.read_bytes()
+    if hashlib.sha256(blob).hexdigest() != config["weights_sha256"]:
+        raise ModelFileError(f"{path} does not match the checksum in its config: corrupted or tampered with")
+    n = int.from_bytes(blob[:8], "little")
+    if not 2 <= n <= min(MAX_HEADER_BYTES, size - 8):
+        raise ModelFileError(f"{path}: safetensors header length {n} is out of bounds for a {size}-byte file")
+    try:
+        header = json.loads(blob[8 : 8 + n])
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelFileError(f"{path}: unreadable safetensors header ({e})") from e
+    body = size - 8 - n
+    for key, entry in header.items() if isinstance(header, dict) else ():
+        if key == "__metadata__":
+            continue
+        ok = isinstance(entry, dict) and entry.get("dtype") in _ST_DTYPES
+        shape, offsets = (entry.get("shape"), entry.get("data_offsets")) if ok else (None, None)
+        ok = ok and isinstance(shape, list) and all(isinstance(s, int) and s >= 0 for s in shape)
+        ok = (
+            ok
+            and isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(isinstance(o, int) for o in offsets)
+        )
+        if ok:
+            begin, end = offsets
+            numel = 1
+            for s in shape:
+                numel *= s
+            ok = 0 <= begin <= end <= body and end - begin == numel * _ST_DTYPES[entry["dtype"]][1]
+        if not ok:
+            raise ModelFileError(
+                f"{path}: the header entry for {key!r} is malformed or points outside the file"
+            )
+    if not isinstance(header, dict):
+        raise ModelFileError(f"{path}: the safetensors header is not a JSON object")
+    shapes = {
+        k: (tuple(e["shape"]), _ST_DTYPES[e["dtype"]][0]) for k, e in header.items() if k != "__metadata__"
+    }
+    return blob, shapes
+
+
+def _meta_shapes(spec: dict, dtype: torch.dtype) -> dict | None:
+    # Building on the meta device allocates nothing, so a config that asks for a huge model is
+    # caught by comparing with the (checksummed, size-checked) weights before any allocation.
+    # Layers whose constructors need real data fall back to the ordinary build.
+    try:
+        with torch.device("meta"):
+            flow = build_flow(spec, "flow").to(dtype)
+    except Exception:
+        return None
+    return {k: (tuple(v.shape), v.dtype) for k, v in flow.state_dict().items()}
+
+
+def _compare(expected: dict, found: dict, where: Path) -> None:
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    if missing or unexpected:
+        more_m, more_u = (" ..." if len(missing) > 5 else ""), (" ..." if len(unexpected) > 5 else "")
+        raise ModelFileError(
+            f"{where} does not match the architecture in its config: missing keys {missing[:5]}{more_m}, "
+            f"unexpected keys {unexpected[:5]}{more_u}"
+        )
+    for key, (shape, dtype) in expected.items():
+        if found[key] != (shape, dtype):
+            raise ModelFileError(
+                f"{where}: {key} has shape {found[key][0]} and dtype {found[key][1]}; "
+                f"the model needs {shape} and {dtype}"
+            )
+
+
+def load(
+    path: str | Path, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+) -> Flow:
+    """Load a model saved by :func:`save` (or the ``model/`` of a ``flowforge fit`` run directory).
+
+    Needs no user code. Returns the flow in eval mode, with the dtype it was saved in
+    unless ``dtype`` is given. The config is available as ``flow.saved_config``.
+
+    Raises:
+        SpecError: the config is invalid (an unknown layer: the valid names are listed).
+        ModelFileError: missing files, wrong size or checksum, malformed header, missing or
+            unexpected keys, shape or dtype mismatches.
+    """
+    config = read_config(path)
+    folder = Path(config["path"])
+    where = folder / WEIGHTS_NAME
+    blob, found = _read_weights(where, config)
+    saved_dtype = _DTYPES[config["dtype"]]
+    meta = _meta_shapes(config["flow"], saved_dtype)
+    if meta is not None:
+        _compare(meta, found, where)
+    flow = build_flow(config["flow"], "flow").to(saved_dtype)
+    _compare({k: (tuple(v.shape), v.dtype) for k, v in flow.state_dict().items()}, found, where)
+    from safetensors.torch import load as st_load
+
+    try:
+        tensors = st_load(blob)
+    except Exception as e:  # safetensors raises its own error types
+        raise ModelFileError(f"{where} cannot be read: {e}") from e
+    flow.load_state_dict(tensors, strict=True)
+    flow.to(device=device, dtype=dtype)
+    flow.eval()
+    flow.saved_config = config
+    return flow
+
+
+def build(spec: dict | str | Path) -> Flow:
+    """A fresh (untrained) :class:`~flowforge.Flow` from a spec: a dict, JSON or YAML text, or a file.
+
+    Two forms:
+
+    - ``{"model": "RealNVP", "features": 2, ...}``: a builder of ``flowforge.models`` and its
+      keyword arguments;
+    - ``{"base": {"type": "StandardNormal", "shape": [2]}, "transforms": [{"type": "LULinear",
+      "features": 2}, ...]}``: explicit layers (also accepted: a saved model's ``config.json``).
+
+    Raises:
+        SpecError: with the path of the offending entry and, for unknown names or arguments,
+            the valid ones.
+
+    Example:
+        >>> flow = build('''
+        ... base: {type: StandardNormal, shape: [2]}
+        ... transforms:
+        ...   - {type: LULinear, features: 2}
+        ...   - {type: RationalQuadraticSpline, features: 2, bins: 4}
+        ... ''')
+        >>> flow.sample((3,)).shape
+        torch.Size([3, 2])
+    """
+    if isinstance(spec, Path) or (
+        isinstance(spec, str)
+        and "\n" not in spec
+        and Path(spec).suffix
+        in (
+            ".json",
+            ".yaml",
+            ".yml",
+        )
+    ):
+        p = Path(spec)
+        if not p.is_file():
+            raise SpecError(f"no spec file {p}")
+        spec = p.read_text()
+    if isinstance(spec, str):
+        spec = parse_spec_text(spec)
+    if not isinstance(spec, dict):
+        raise SpecError(f"a spec must be a mapping; got {type(spec).__name__}")
+    if spec.get("format") == FORMAT and "flow" in spec:
+        spec = spec["flow"]
+    if "model" in spec:
+        return model_builders().build(spec)
+    if "base" in spec and "transforms" in spec:
+        check_flow_spec(spec, "spec")
+        return build_flow(spec, "spec")
+    raise SpecError(
+        f"a spec needs either 'model' (one of {model_builders().names()}) or 'base' and 'transforms'; "
+        f"got keys {sorted(spec)}"
+    )
