@@ -4,7 +4,7 @@ Direction convention: a transform's ``forward`` is generative (base -> data), it
 ``inverse`` normalizing (data -> base); both return ``(output, ladj)``.
 """
 
-from . import distributions, transforms
+from . import distributions, targets, transforms
 from .checks import CheckReport, check_transform
 from .errors import FlowforgeError, InversionError, ShapeError, SpecError
 from .flow import Flow, FlowDistribution
@@ -32,6 +32,7 @@ __all__ = [
     "load",
     "save",
     "set_validation",
+    "targets",
     "transforms",
     "validation",
     "validation_enabled",
