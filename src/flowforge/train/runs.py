@@ -1,0 +1,330 @@
+"""Run folders: what ``flowforge fit`` and ``flowforge vi`` do, callable from Python too.
+
+A run folder holds ``model/`` (a saved model), ``metrics.json``, ``history.json``,
+``figures/*.png``, ``report.md``, ``report.html`` and ``checkpoints/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..datasets import TOY2D, entropy, generate, load_file
+from ..errors import SpecError
+from ..flow import Flow
+from ..io import build, save
+from .history import History
+from .ml import evaluate, fit
+from .report import write_report
+from .vi import fit_vi
+
+__all__ = ["default_spec", "fit_run", "resolve_model", "resolve_target", "vi_run"]
+
+log = logging.getLogger("flowforge.train")
+
+
+def default_spec(features: int) -> dict:
+    """The default model: four rounds of LU-linear mixing and a rational-quadratic spline."""
+    layers: list[dict] = []
+    for _ in range(4):
+        layers += [
+            {"type": "LULinear", "features": features},
+            {"type": "RationalQuadraticSpline", "features": features, "bins": 8, "bound": 4.0},
+        ]
+    return {"base": {"type": "StandardNormal", "shape": [features]}, "transforms": layers}
+
+
+def resolve_model(model: str, event_shape: tuple[int, ...], model_args: dict | None = None) -> Flow:
+    """``"default"``, a builder name of ``flowforge.models``, or a spec file (YAML/JSON) as a fresh flow."""
+    from .. import models
+
+    args = dict(model_args or {})
+    if model == "default":
+        if len(event_shape) != 1:
+            raise SpecError(
+                f"the default model is for vectors; data of event shape {event_shape} need --model"
+            )
+        flow = build(default_spec(event_shape[0]))
+    elif model in models.__all__:
+        size = {"features": event_shape[0]} if len(event_shape) == 1 else {"shape": list(event_shape)}
+        flow = build({"model": model, **size, **args})
+    elif Path(model).suffix in (".yaml", ".yml", ".json"):
+        if not Path(model).is_file():
+            raise SpecError(f"no model spec file {model}")
+        flow = build(Path(model))
+    else:
+        raise SpecError(
+            f"unknown model {model!r}; expected 'default', one of {sorted(models.__all__)}, "
+            "or a .yaml/.json spec file"
+        )
+    if tuple(flow.event_shape) != tuple(event_shape):
+        raise SpecError(
+            f"the model's event shape {tuple(flow.event_shape)} does not match the data's {event_shape}"
+        )
+    return flow
+
+
+def _split_data(
+    data: str, n: int, seed: int, test_fraction: float
+) -> tuple[Tensor, Tensor | None, float | None]:
+    if data in TOY2D:
+        return generate(data, n, seed=seed), generate(data, max(1000, n // 5), seed=seed + 1), entropy(data)
+    x = load_file(data)
+    n_test = int(len(x) * test_fraction)
+    if n_test < 1:
+        return x, None, None
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    return x[perm[n_test:]], x[perm[:n_test]], None
+
+
+def _figures_2d(flow: Flow, history: History, test: Tensor, out: Path) -> list[tuple[str, str]]:
+    from .. import plots
+
+    made = [
+        (
+            plots.density_and_data(flow, test),
+            "density.png",
+            "Held-out data (left) and the learned log-density (right).",
+        ),
+        (
+            plots.samples_and_data(flow, test),
+            "samples.png",
+            "Held-out data (left) and as many flow samples (right).",
+        ),
+        (plots.loss_curves(history), "loss.png", "Training loss per step and validation loss."),
+        (
+            plots.grid_deformation(flow, data=test),
+            "grid.png",
+            "A regular grid of the base space and its image under the flow (data in grey).",
+        ),
+        (plots.layer_by_layer(flow), "layers.png", "Base samples pushed through the flow, layer by layer."),
+    ]
+    figures = []
+    for fig, name, caption in made:
+        plots.save_figure(fig, out / "figures" / name)
+        figures.append((f"figures/{name}", caption))
+    return figures
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=1, default=lambda v: None))
+
+
+def fit_run(
+    *,
+    data: str = "moons",
+    model: str = "default",
+    model_args: dict | None = None,
+    steps: int = 2000,
+    batch_size: int = 256,
+    lr: float = 1e-2,
+    n: int = 20_000,
+    out: str | Path = "runs/fit",
+    seed: int = 0,
+    device: str | None = None,
+    resume: bool = False,
+    checkpoint_every: int = 500,
+    progress: bool = True,
+    plots: bool = True,
+    command: str | None = None,
+) -> dict:
+    """Fit a model to a built-in data set or a data file and write a complete run folder.
+
+    Returns:
+        The metrics written to ``metrics.json``.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    train, test, known_entropy = _split_data(data, n, seed, 0.1)
+    flow = resolve_model(model, tuple(train.shape[1:]), model_args)
+    log.info("fit: %s rows of %s, model %s, %d steps, out %s", len(train), data, model, steps, out)
+    history = fit(
+        flow,
+        train,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        device=device,
+        progress=progress,
+        checkpoint_dir=out / "checkpoints",
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+    )
+    features = math.prod(train.shape[1:])
+    test_nll = evaluate(flow, test, device=device) if test is not None else None
+    s = history.summary
+    metrics = {
+        "data": data,
+        "model": model,
+        "parameters": sum(p.numel() for p in flow.parameters()),
+        "rows_train": int(s["n_train"]),
+        "rows_validation": s["n_val"],
+        "rows_test": None if test is None else len(test),
+        "steps": s["steps"],
+        "batch_size": batch_size,
+        "lr": lr,
+        "seconds": s["seconds"],
+        "steps_per_second": s["steps_per_second"],
+        "rollbacks": s["rollbacks"],
+        "best_validation_nll": s["best_val_loss"],
+        "test_nll": test_nll,
+        "test_bits_per_dim": None if test_nll is None else test_nll / (features * math.log(2)),
+        "data_entropy": known_entropy,
+        "test_nll_minus_entropy": None
+        if known_entropy is None or test_nll is None
+        else test_nll - known_entropy,
+    }
+    save(flow, out / "model", metadata={"command": command, "metrics": metrics})
+    _write_json(out / "metrics.json", metrics)
+    history.save(out / "history.json")
+    figures: list[tuple[str, str]] = []
+    if plots:
+        from .. import plots as P
+
+        if tuple(flow.event_shape) == (2,) and test is not None:
+            figures = _figures_2d(flow, history, test, out)
+        else:
+            P.save_figure(P.loss_curves(history), out / "figures" / "loss.png")
+            figures = [("figures/loss.png", "Training loss per step and validation loss.")]
+    gap = metrics["test_nll_minus_entropy"]
+    summary = (
+        f"Maximum-likelihood fit of the {model} model to {data} ({metrics['rows_train']} training rows) for "
+        f"{s['steps']} steps in {s['seconds']:.0f} s. "
+        + (f"Held-out NLL {test_nll:.4f} nats" if test_nll is not None else "No held-out rows")
+        + (f", {gap:.4f} nats above the data's exact entropy." if gap is not None else ".")
+    )
+    events = "\n".join(f"step {e['step']}: {e['kind']}: {e['message']}" for e in history.events) or "none"
+    write_report(
+        out,
+        title=f"flowforge fit: {data}",
+        summary=summary,
+        metrics=metrics,
+        figures=figures,
+        sections=[("Events", events)],
+        command=command,
+    )
+    return metrics
+
+
+def resolve_target(spec: str, dim: int | None = None) -> Any:
+    """A :class:`flowforge.targets.Target` by registry name, or ``module:function`` (imported on request)."""
+    from .. import targets
+
+    try:
+        return targets.get(spec, **({"dim": dim} if dim is not None else {}))
+    except TypeError as e:
+        raise SpecError(f"target {spec!r} cannot be made with these arguments (--dim {dim}): {e}") from None
+    except (ValueError, ImportError, AttributeError, FileNotFoundError) as e:
+        raise SpecError(str(e)) from None
+
+
+@torch.no_grad()
+def _importance_ess(flow: Flow, target: Any, n: int = 4096) -> float | None:
+    x, log_q = flow.rsample_and_log_prob((n,))
+    log_w = (target.log_density(x).double() - log_q.double()).nan_to_num(nan=-math.inf)
+    if not torch.isfinite(log_w).any():
+        return None
+    w = torch.softmax(log_w, 0)
+    return float(1.0 / (w * w).sum() / n)
+
+
+def vi_run(
+    *,
+    target: str,
+    model: str = "default",
+    model_args: dict | None = None,
+    dim: int | None = None,
+    steps: int = 2000,
+    samples: int = 128,
+    lr: float = 5e-3,
+    iw: int | None = None,
+    anneal: tuple[float, int] | None = None,
+    out: str | Path = "runs/vi",
+    seed: int = 0,
+    device: str | None = None,
+    resume: bool = False,
+    checkpoint_every: int = 500,
+    progress: bool = True,
+    plots: bool = True,
+    command: str | None = None,
+) -> dict:
+    """Fit a model to a target density by reverse KL and write a complete run folder."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    resolved = resolve_target(target, dim)
+    torch.manual_seed(seed)
+    flow = resolve_model(model, (resolved.dim,), model_args)
+    log.info(
+        "vi: target %s (dimension %d), model %s, %d steps, out %s", target, resolved.dim, model, steps, out
+    )
+    history = fit_vi(
+        flow,
+        resolved.log_density,
+        steps=steps,
+        samples=samples,
+        lr=lr,
+        iw=iw,
+        anneal=anneal,
+        seed=seed,
+        device=device,
+        progress=progress,
+        checkpoint_dir=out / "checkpoints",
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+    )
+    s = history.summary
+    elbo = s["final_elbo"]
+    metrics = {
+        "target": target,
+        "dim": resolved.dim,
+        "model": model,
+        "parameters": sum(p.numel() for p in flow.parameters()),
+        "steps": s["steps"],
+        "samples_per_step": s["samples_per_step"],
+        "seconds": s["seconds"],
+        "steps_per_second": s["steps_per_second"],
+        "rollbacks": s["rollbacks"],
+        "final_elbo": elbo,
+        "final_elbo_se": s["final_elbo_se"],
+        "final_iw_bound": history["iw_bound"][-1] if iw else None,
+        "log_z": resolved.log_z,
+        "kl_q_p_estimate": None if resolved.log_z is None or elbo is None else resolved.log_z - elbo,
+        "importance_ess_fraction": _importance_ess(flow, resolved),
+        "nonfinite_target_values": s["nonfinite_total"],
+    }
+    save(flow, out / "model", metadata={"command": command, "metrics": metrics})
+    _write_json(out / "metrics.json", metrics)
+    history.save(out / "history.json")
+    figures: list[tuple[str, str]] = []
+    if plots:
+        from .. import plots as P
+
+        P.save_figure(P.elbo_curve(history, log_z=resolved.log_z), out / "figures" / "elbo.png")
+        figures.append(("figures/elbo.png", "ELBO per step with two Monte Carlo standard errors."))
+        if resolved.dim == 2:
+            P.save_figure(P.vi_density(flow, resolved.log_density), out / "figures" / "density.png")
+            figures.append(
+                ("figures/density.png", "Target density (left) and the fitted flow's density (right).")
+            )
+    summary = (
+        f"Variational fit of the {model} model to the target {target} (dimension {resolved.dim}) for "
+        f"{s['steps']} steps in {s['seconds']:.0f} s: final ELBO {elbo:.4f} ± {s['final_elbo_se'] or 0:.4f}"
+        + (f" (log Z = {resolved.log_z:.4f})." if resolved.log_z is not None else ".")
+    )
+    write_report(
+        out,
+        title=f"flowforge vi: {target}",
+        summary=summary,
+        metrics=metrics,
+        figures=figures,
+        command=command,
+    )
+    return metrics
