@@ -275,10 +275,12 @@ def fit(
     Example:
         >>> import torch, flowforge as ff
         >>> from flowforge import transforms as T
-        >>> flow = ff.Flow(ff.distributions.StandardNormal((2,)), [T.LULinear(2), T.Diagonal(2)])
-        >>> data = 10 + 3 * torch.randn(500, 2)
-        >>> history = ff.fit(flow, data, steps=100, progress=False)
-        >>> history["val_loss"][-1] < history["val_loss"][0]
+        >>> from flowforge.datasets import generate
+        >>> _ = torch.manual_seed(0)
+        >>> layers = [T.LULinear(2), T.RationalQuadraticSpline(2)]
+        >>> flow = ff.Flow(ff.distributions.StandardNormal((2,)), layers)
+        >>> history = ff.fit(flow, generate("moons", 1000), steps=100, lr=1e-2, progress=False)
+        >>> history["val_loss"][-1] < history["val_loss"][0] - 0.2
         True
     """
     if not isinstance(flow, Flow):
