@@ -305,26 +305,17 @@ def list_(
 ) -> None:
     """List layers, models, data sets, targets and experiments (one line each)."""
     from . import models, transforms
-    from .datasets import FILE_FORMATS, TOY2D, entropy
     from .experiments import EXPERIMENTS
     from .targets import TARGETS
 
     sections = {
-        "layers": [
+        "layers": lambda: [
             (n, _first_line(getattr(transforms, n).__doc__)) for n in transforms.__all__ if n != "Transform"
         ],
-        "models": [(n, _first_line(getattr(models, n).__doc__)) for n in models.__all__],
-        "data": [
-            (
-                n,
-                "built-in 2-D data set"
-                + (f" (entropy {entropy(n):.4f} nats)" if entropy(n) is not None else ""),
-            )
-            for n in TOY2D
-        ]
-        + [("FILE", f"your own data: {', '.join(FILE_FORMATS)} (one row per sample)")],
-        "targets": [(n, _describe_target(n)) for n in sorted(TARGETS)],
-        "experiments": [(n, _describe_experiment(n)) for n in sorted(EXPERIMENTS)],
+        "models": lambda: [(n, _first_line(getattr(models, n).__doc__)) for n in models.__all__],
+        "data": _describe_data,
+        "targets": lambda: [(n, _describe_target(n)) for n in sorted(TARGETS)],
+        "experiments": lambda: [(n, _describe_experiment(n)) for n in sorted(EXPERIMENTS)],
     }
     if what is not None and what not in sections:
         raise BadInput(f"unknown section {what!r}; expected one of {', '.join(sections)}")
@@ -332,8 +323,18 @@ def list_(
         if what is not None and name != what:
             continue
         typer.echo(f"{name}:")
-        for key, text in rows or [("(none yet)", "")]:
+        for key, text in rows() or [("(none yet)", "")]:
             typer.echo(f"  {key:<26} {text}".rstrip())
+
+
+def _describe_data() -> list[tuple[str, str]]:
+    from .datasets import FILE_FORMATS, TOY2D, entropy
+
+    rows = []
+    for name in TOY2D:
+        h = entropy(name)
+        rows.append((name, "built-in 2-D data set" + (f" (entropy {h:.4f} nats)" if h is not None else "")))
+    return [*rows, ("FILE", f"your own data: {', '.join(FILE_FORMATS)} (one row per sample)")]
 
 
 def _describe_target(name: str) -> str:
@@ -415,15 +416,20 @@ def main(argv: list[str] | None = None) -> None:
     try:
         result = command.main(args=argv, prog_name="flowforge", standalone_mode=False)
         code = result if isinstance(result, int) else 0
+        if code == 130:  # typer's translation of KeyboardInterrupt; the engines log what they saved
+            _fail("interrupted")
     except typer.Exit as e:
         code = e.exit_code
+        if code == 130:
+            _fail("interrupted")
     except typer.TyperException as e:  # usage errors: unknown options, bad values
         message = e.format_message() if hasattr(e, "format_message") else str(e)
         if message:
             _fail(f"{message} (see flowforge --help)")
         code = getattr(e, "exit_code", 2)
-    except KeyboardInterrupt as e:
-        _fail(f"interrupted: {e}" if str(e) else "interrupted")
+    except (KeyboardInterrupt, typer.Abort) as e:
+        reason = e if isinstance(e, KeyboardInterrupt) else e.__cause__
+        _fail(f"interrupted: {reason}" if reason is not None and str(reason) else "interrupted")
         code = 130
     except _user_errors() as e:
         _fail(str(e))

@@ -361,10 +361,13 @@ class Run:
             self.save()
         if self._interrupted:
             self.save()
-            raise KeyboardInterrupt(
-                f"interrupted at step {self.step}"
-                + (f"; checkpoint written to {self.checkpoint_dir}" if self.checkpoint_dir else "")
+            message = f"interrupted at step {self.step}" + (
+                f"; checkpoint written to {self.checkpoint_dir} (resume=True continues)"
+                if self.checkpoint_dir
+                else ""
             )
+            log.warning(message)
+            raise KeyboardInterrupt(message)
 
     # -- the loop frame -----------------------------------------------------------------------
     @contextlib.contextmanager

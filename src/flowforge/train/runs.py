@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..datasets import TOY2D, entropy, generate, load_file
+from ..datasets import TOY2D, entropy, generate, load
 from ..errors import SpecError
 from ..flow import Flow
 from ..io import build, save
@@ -75,7 +75,7 @@ def _split_data(
 ) -> tuple[Tensor, Tensor | None, float | None]:
     if data in TOY2D:
         return generate(data, n, seed=seed), generate(data, max(1000, n // 5), seed=seed + 1), entropy(data)
-    x = load_file(data)
+    x = load(data)
     n_test = int(len(x) * test_fraction)
     if n_test < 1:
         return x, None, None
