@@ -24,7 +24,7 @@ $(STAMP): $(PY) pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m flowforge.demo --out runs/demo
+	$(VENV)/bin/flowforge fit --out runs/demo
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
