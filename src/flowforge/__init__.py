@@ -4,7 +4,7 @@ Direction convention: a transform's ``forward`` is generative (base -> data), it
 ``inverse`` normalizing (data -> base); both return ``(output, ladj)``.
 """
 
-from . import distributions, targets, transforms
+from . import diagnostics, distributions, targets, transforms
 from .checks import CheckReport, check_transform
 from .errors import FlowforgeError, InversionError, ShapeError, SpecError
 from .flow import Flow, FlowDistribution
@@ -26,6 +26,7 @@ __all__ = [
     "__version__",
     "build",
     "check_transform",
+    "diagnostics",
     "distributions",
     "fit",
     "fit_vi",
