@@ -1,5 +1,6 @@
 """Conditioner networks: they need not be invertible, only produce a layer's parameters."""
 
 from .mlp import MLP
+from .resnet import ResNet
 
-__all__ = ["MLP"]
+__all__ = ["MLP", "ResNet"]

@@ -1,0 +1,137 @@
+"""Coupling layers and masks: partitions, identity start, structure, the linear coupling's matrix."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import flowforge as ff
+from flowforge import transforms as T
+from flowforge.transforms.masks import MASK_KINDS, as_mask, make_mask
+
+
+def _perturb(module: torch.nn.Module, scale: float = 0.5) -> None:
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(scale * torch.randn_like(p))
+
+
+@pytest.mark.parametrize("kind", MASK_KINDS)
+def test_masks_split_every_event_into_two_complementary_parts(kind):
+    shape = (3, 4, 5) if kind in ("checkerboard", "channel") else (7,)
+    m = make_mask(kind, shape, seed=1)
+    assert m.dtype == torch.bool and tuple(m.shape) == shape
+    assert 0 < int(m.sum()) < m.numel()
+    assert torch.equal(make_mask(kind, shape, flip=True, seed=1), ~m)
+
+
+def test_mask_kinds_are_the_documented_partitions():
+    assert make_mask("half", 5).tolist() == [True, True, True, False, False]
+    assert make_mask("alternate", 4).tolist() == [True, False, True, False]
+    checker = make_mask("checkerboard", (2, 2, 2))
+    assert checker[0].tolist() == [[True, False], [False, True]] and torch.equal(checker[0], checker[1])
+    channel = make_mask("channel", (4, 2, 2))
+    assert channel[:2].all() and not channel[2:].any()
+    random = make_mask("random", 10, seed=3)
+    assert torch.equal(random, make_mask("random", 10, seed=3)) and int(random.sum()) == 5
+    assert not torch.equal(random, make_mask("random", 10, seed=4))
+
+
+def test_bad_masks_are_refused_with_the_reason():
+    with pytest.raises(ValueError, match="at least 2 elements"):
+        make_mask("half", 1)
+    with pytest.raises(ValueError, match="for images"):
+        make_mask("checkerboard", 6)
+    with pytest.raises(ValueError, match="at least 2 channels"):
+        make_mask("channel", (1, 4, 4))
+    with pytest.raises(ValueError, match="unknown mask kind"):
+        make_mask("diagonal", 4)
+    with pytest.raises(ff.ShapeError, match=r"event shape \(4,\)"):
+        as_mask([1, 0, 1], (4,))
+    with pytest.raises(ValueError, match="one fixed"):
+        as_mask([1, 1, 1], (3,))
+
+
+LAYERS = [
+    ("additive", lambda: T.AdditiveCoupling(6, hidden=(16,)), (6,)),
+    ("affine", lambda: T.AffineCoupling(6, mask="random", seed=0, hidden=(16,)), (6,)),
+    ("spline", lambda: T.SplineCoupling(6, mask="half", bins=4, hidden=(16,)), (6,)),
+    ("linear", lambda: T.LinearAffineCoupling(6), (6,)),
+    ("affine-image", lambda: T.AffineCoupling((2, 4, 4), hidden=(8,)), (2, 4, 4)),
+    ("spline-image", lambda: T.SplineCoupling((2, 4, 4), mask="channel", hidden=(8,)), (2, 4, 4)),
+]
+
+
+@pytest.mark.parametrize(("name", "make", "shape"), LAYERS, ids=[layer[0] for layer in LAYERS])
+def test_layers_start_as_the_identity_and_leave_the_fixed_part_alone(name, make, shape):
+    torch.manual_seed(0)
+    t = make()
+    x = torch.randn(5, *shape)
+    y, ladj = t(x)
+    # Exact for the affine family; the spline's identity is exact up to rounding.
+    assert torch.allclose(y, x, atol=1e-5) and torch.allclose(ladj, torch.zeros(5), atol=1e-5)
+    _perturb(t)
+    y, ladj = t(x)
+    fixed = t.mask.expand_as(x)
+    assert torch.equal(y[fixed], x[fixed])
+    assert not torch.allclose(y[~fixed], x[~fixed])
+    # The transformed part depends on the fixed part (the conditioner is wired in).
+    x2 = x.clone()
+    x2[fixed] += 1.0
+    assert not torch.allclose(t(x2)[0][~fixed], y[~fixed])
+
+
+def test_context_reaches_the_conditioner_for_vectors_and_images():
+    torch.manual_seed(0)
+    for t, shape in [
+        (T.AffineCoupling(4, context_features=2, hidden=(8,)), (4,)),
+        (T.AffineCoupling((2, 4, 4), context_features=2, hidden=(8,)), (2, 4, 4)),
+    ]:
+        _perturb(t)
+        x = torch.randn(3, *shape)
+        a, b = t(x, context=torch.zeros(3, 2))[0], t(x, context=torch.ones(3, 2))[0]
+        assert not torch.allclose(a, b)
+        # A context with a larger batch broadcasts the input.
+        assert t(x[0], context=torch.randn(6, 2))[0].shape == (6, *shape)
+
+
+def test_linear_affine_coupling_is_the_block_triangular_matrix_of_the_theorems():
+    torch.manual_seed(0)
+    layers = [T.LinearAffineCoupling(6, flip=bool(i % 2)).double() for i in range(4)]
+    for t in layers:
+        _perturb(t)
+        with torch.no_grad():
+            t.net.linear.bias.zero_()
+        x = torch.randn(6, dtype=torch.float64)
+        m = t.matrix()
+        assert torch.allclose(t(x)[0], m @ x)
+        assert torch.allclose(torch.autograd.functional.jacobian(lambda v, t=t: t(v)[0], x), m)
+        assert torch.allclose(t(x)[1], torch.linalg.slogdet(m)[1])
+    lower, upper = layers[0].matrix(), layers[1].matrix()
+    assert torch.equal(lower[:3, 3:], torch.zeros(3, 3)) and torch.equal(lower[:3, :3], torch.eye(3))
+    assert torch.equal(upper[3:, :3], torch.zeros(3, 3)) and torch.equal(upper[3:, 3:], torch.eye(3))
+    # The product of alternating layers is a general linear map with positive determinant.
+    flow = T.Compose(*layers)
+    x = torch.randn(6, dtype=torch.float64)
+    product = layers[3].matrix() @ layers[2].matrix() @ upper @ lower
+    assert torch.allclose(flow(x)[0], product @ x) and torch.linalg.det(product) > 0
+
+
+def test_custom_conditioner_is_used_but_not_saveable(tmp_path):
+    net = torch.nn.Linear(2, 2 * 2)
+    t = T.AffineCoupling(4, mask="half", conditioner=net)
+    x = torch.randn(3, 4)
+    assert torch.allclose(t.inverse(t(x)[0])[0], x, atol=1e-6)
+    flow = ff.Flow(ff.distributions.StandardNormal((4,)), [t])
+    with pytest.raises(ff.SpecError, match="custom networks"):
+        ff.save(flow, tmp_path / "m")
+
+
+def test_wrong_arguments_are_refused():
+    with pytest.raises(ValueError, match="needs an image event"):
+        T.AffineCoupling(4, conditioner="resnet")
+    with pytest.raises(TypeError, match="Transformer"):
+        T.Coupling("affine", 4)
+    t = T.AffineCoupling(4, context_features=3)
+    with pytest.raises(ff.ShapeError, match=r"\(\.\.\., 3\)"):
+        t(torch.randn(2, 4), context=torch.randn(2, 2))
