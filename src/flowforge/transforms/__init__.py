@@ -4,22 +4,36 @@ Direction: ``forward`` is generative (base -> data), ``inverse`` is normalizing
 (data -> base); both return ``(output, ladj)``. See :mod:`flowforge.transforms.base`.
 """
 
+from . import autoregressive as _autoregressive
 from . import base as _base
 from . import conv as _conv
 from . import coupling as _coupling
 from . import elementwise as _elementwise
 from . import linear as _linear
+from . import multiscale as _multiscale
 from . import parametric as _parametric
 from . import standardize as _standardize
+from .autoregressive import *  # noqa: F403
 from .base import *  # noqa: F403
 from .conv import *  # noqa: F403
 from .coupling import *  # noqa: F403
 from .elementwise import *  # noqa: F403
 from .linear import *  # noqa: F403
+from .multiscale import *  # noqa: F403
 from .parametric import *  # noqa: F403
 from .standardize import *  # noqa: F403
 
 # One line per family module; each module owns its own __all__.
-_FAMILIES = [_base, _conv, _coupling, _elementwise, _linear, _parametric, _standardize]
+_FAMILIES = [
+    _autoregressive,
+    _base,
+    _conv,
+    _coupling,
+    _elementwise,
+    _linear,
+    _multiscale,
+    _parametric,
+    _standardize,
+]
 
 __all__ = sorted({name for module in _FAMILIES for name in module.__all__})
