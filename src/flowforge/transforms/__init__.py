@@ -4,6 +4,7 @@ Direction: ``forward`` is generative (base -> data), ``inverse`` is normalizing
 (data -> base); both return ``(output, ladj)``. See :mod:`flowforge.transforms.base`.
 """
 
+from . import autoregressive as _autoregressive
 from . import base as _base
 from . import conv as _conv
 from . import coupling as _coupling
@@ -12,6 +13,7 @@ from . import linear as _linear
 from . import multiscale as _multiscale
 from . import parametric as _parametric
 from . import standardize as _standardize
+from .autoregressive import *  # noqa: F403
 from .base import *  # noqa: F403
 from .conv import *  # noqa: F403
 from .coupling import *  # noqa: F403
@@ -23,6 +25,7 @@ from .standardize import *  # noqa: F403
 
 # One line per family module; each module owns its own __all__.
 _FAMILIES = [
+    _autoregressive,
     _base,
     _conv,
     _coupling,
