@@ -38,7 +38,7 @@ def write_report(
         summary: one paragraph saying what was done and what came out.
         metrics: name -> value, shown as a table.
         figures: ``(relative PNG path, caption)`` pairs.
-        sections: ``(heading, markdown-free text)`` pairs added after the metrics.
+        sections: ``(heading, preformatted text)`` pairs added after the metrics.
         command: the command that reproduces the run.
 
     Returns:
@@ -57,7 +57,7 @@ def write_report(
     md += [f"| {k} | {v} |" for k, v in rows]
     md.append("")
     for heading, body in sections:
-        md += [f"## {heading}", "", body, ""]
+        md += [f"## {heading}", "", "```", body, "```", ""]
     if figures:
         md += ["## Figures", ""]
         for path, caption in figures:

@@ -19,7 +19,7 @@ from ..datasets import TOY2D, entropy, generate, load
 from ..errors import SpecError
 from ..flow import Flow
 from ..io import build, save
-from .history import History
+from .history import History, _clean
 from .ml import evaluate, fit
 from .report import write_report
 from .vi import fit_vi
@@ -113,7 +113,8 @@ def _figures_2d(flow: Flow, history: History, test: Tensor, out: Path) -> list[t
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=1, default=lambda v: None))
+    # Strict JSON: NaN and inf (e.g. a k-hat of -inf when q equals p) become null.
+    path.write_text(json.dumps(_clean(data), indent=1, default=lambda v: None, allow_nan=False))
 
 
 def fit_run(
@@ -226,14 +227,14 @@ def resolve_target(spec: str, dim: int | None = None) -> Any:
         raise SpecError(str(e)) from None
 
 
-@torch.no_grad()
-def _importance_ess(flow: Flow, target: Any, n: int = 4096) -> float | None:
-    x, log_q = flow.rsample_and_log_prob((n,))
-    log_w = (target.log_density(x).double() - log_q.double()).nan_to_num(nan=-math.inf)
-    if not torch.isfinite(log_w).any():
-        return None
-    w = torch.softmax(log_w, 0)
-    return float(1.0 / (w * w).sum() / n)
+def _diagnose(flow: Flow, target: Any, seed: int) -> dict:
+    from ..diagnostics import diagnose
+
+    try:
+        return diagnose(flow, target, seed=seed)
+    except Exception as e:  # a failing diagnostic must not lose the fitted model
+        log.warning("diagnostics failed: %s: %s", type(e).__name__, e)
+        return {"error": f"{type(e).__name__}: {e}"}
 
 
 def vi_run(
@@ -297,10 +298,17 @@ def vi_run(
         "final_iw_bound": history["iw_bound"][-1] if iw else None,
         "log_z": resolved.log_z,
         "kl_q_p_estimate": None if resolved.log_z is None or elbo is None else resolved.log_z - elbo,
-        "importance_ess_fraction": _importance_ess(flow, resolved),
         "nonfinite_target_values": s["nonfinite_total"],
     }
-    save(flow, out / "model", metadata={"command": command, "metrics": metrics})
+    diagnostics = _diagnose(flow, resolved, seed)
+    metrics.update(
+        verdict=diagnostics.get("verdict"),
+        psis_khat=diagnostics.get("khat"),
+        importance_ess_fraction=diagnostics.get("ess_fraction"),
+        diagnostics=diagnostics,
+    )
+    headline = _clean({k: v for k, v in metrics.items() if k != "diagnostics"})
+    save(flow, out / "model", metadata={"command": command, "metrics": headline})
     _write_json(out / "metrics.json", metrics)
     history.save(out / "history.json")
     figures: list[tuple[str, str]] = []
@@ -319,12 +327,14 @@ def vi_run(
         f"{s['steps']} steps in {s['seconds']:.0f} s: final ELBO {elbo:.4f} ± {s['final_elbo_se'] or 0:.4f}"
         + (f" (log Z = {resolved.log_z:.4f})." if resolved.log_z is not None else ".")
     )
+    details = json.dumps(_clean(diagnostics), indent=1, default=lambda v: None)
     write_report(
         out,
         title=f"flowforge vi: {target}",
-        summary=summary,
-        metrics=metrics,
+        summary=summary + (f" Verdict: {metrics['verdict']}." if metrics["verdict"] else ""),
+        metrics=headline,
         figures=figures,
+        sections=[("Diagnostics (flowforge.diagnostics.diagnose)", details)],
         command=command,
     )
     return metrics
