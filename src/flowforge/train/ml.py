@@ -328,6 +328,8 @@ def fit(
         eval_every = max(1, total // 40)
     if patience is not None and patience < 1:
         raise ValueError(f"patience must be positive or None; got {patience}")
+    if patience is not None and val_x is None:
+        raise ValueError("patience= needs validation data: set val_fraction > 0 or pass val_data=")
     sampler = EpochSampler(n_train, batch_size, seed=base_seed + 1)
 
     best: dict = {"loss": math.inf, "step": 0, "state": None, "bad": 0, "stopped": False}
