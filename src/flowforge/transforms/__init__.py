@@ -12,6 +12,7 @@ from . import elementwise as _elementwise
 from . import linear as _linear
 from . import multiscale as _multiscale
 from . import parametric as _parametric
+from . import planar as _planar
 from . import standardize as _standardize
 from .autoregressive import *  # noqa: F403
 from .base import *  # noqa: F403
@@ -21,6 +22,7 @@ from .elementwise import *  # noqa: F403
 from .linear import *  # noqa: F403
 from .multiscale import *  # noqa: F403
 from .parametric import *  # noqa: F403
+from .planar import *  # noqa: F403
 from .standardize import *  # noqa: F403
 
 # One line per family module; each module owns its own __all__.
@@ -33,6 +35,7 @@ _FAMILIES = [
     _linear,
     _multiscale,
     _parametric,
+    _planar,
     _standardize,
 ]
 
