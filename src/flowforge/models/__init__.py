@@ -5,6 +5,11 @@ Image models take ``shape=(C, H, W)``. One module per family; each owns its ``__
 
 from __future__ import annotations
 
-_FAMILIES: list = []
+from . import autoregressive as _autoregressive
+from .autoregressive import *  # noqa: F403
+
+_FAMILIES: list = [
+    _autoregressive,
+]
 
 __all__: list[str] = sorted({name for module in _FAMILIES for name in module.__all__})
