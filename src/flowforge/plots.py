@@ -11,6 +11,14 @@ layer figures need 2-D flows; the curves work for any run.
 - :func:`layer_by_layer`: base samples pushed through the layers one at a time;
 - :func:`vi_density`: the target density next to the fitted one (variational inference);
 - :func:`elbo_curve`: the ELBO of :func:`~flowforge.fit_vi` over the steps.
+
+Example:
+    >>> import torch, flowforge as ff
+    >>> from flowforge import plots, transforms as T
+    >>> flow = ff.Flow(ff.distributions.StandardNormal((2,)), [T.LULinear(2)])
+    >>> fig = plots.samples_and_data(flow, torch.randn(100, 2), n=100)
+    >>> [ax.get_title() for ax in fig.axes]
+    ['data (100 points)', 'flow samples (100)']
 """
 
 from __future__ import annotations

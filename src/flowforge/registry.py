@@ -199,6 +199,14 @@ def check_flow_spec(spec: Any, path: str = "spec") -> None:
 
     Raises:
         SpecError: naming the entry (``spec.transforms[2].bins``) and the valid choices.
+
+    Example:
+        >>> spec = {"base": {"type": "StandardNormal", "shape": [2]}, "transforms": [{"type": "LULinaer"}]}
+        >>> try:
+        ...     check_flow_spec(spec)
+        ... except SpecError as e:
+        ...     print(str(e).split(";")[0])
+        spec.transforms[0]: unknown layer type 'LULinaer' (did you mean 'LULinear'?)
     """
     if not isinstance(spec, dict) or set(spec) != {"base", "transforms"}:
         keys = sorted(spec) if isinstance(spec, dict) else type(spec).__name__
