@@ -13,7 +13,9 @@ from . import linear as _linear
 from . import multiscale as _multiscale
 from . import parametric as _parametric
 from . import planar as _planar
+from . import radial as _radial
 from . import standardize as _standardize
+from . import sylvester as _sylvester
 from .autoregressive import *  # noqa: F403
 from .base import *  # noqa: F403
 from .conv import *  # noqa: F403
@@ -23,7 +25,9 @@ from .linear import *  # noqa: F403
 from .multiscale import *  # noqa: F403
 from .parametric import *  # noqa: F403
 from .planar import *  # noqa: F403
+from .radial import *  # noqa: F403
 from .standardize import *  # noqa: F403
+from .sylvester import *  # noqa: F403
 
 # One line per family module; each module owns its own __all__.
 _FAMILIES = [
@@ -36,7 +40,9 @@ _FAMILIES = [
     _multiscale,
     _parametric,
     _planar,
+    _radial,
     _standardize,
+    _sylvester,
 ]
 
 __all__ = sorted({name for module in _FAMILIES for name in module.__all__})
