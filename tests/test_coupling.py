@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import flowforge as ff
+from flowforge import models
 from flowforge import transforms as T
 from flowforge.transforms.masks import MASK_KINDS, as_mask, make_mask
 
@@ -135,3 +136,69 @@ def test_wrong_arguments_are_refused():
     t = T.AffineCoupling(4, context_features=3)
     with pytest.raises(ff.ShapeError, match=r"\(\.\.\., 3\)"):
         t(torch.randn(2, 4), context=torch.randn(2, 2))
+
+
+@pytest.fixture
+def one_thread():
+    # Tiny networks: thread hand-offs cost more than they save on a loaded CI machine.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_realnvp_learns_moons_with_a_plain_adam_loop(one_thread):
+    from flowforge.datasets import generate
+
+    torch.manual_seed(0)
+    train, test = generate("moons", 2000, seed=0), generate("moons", 1000, seed=1)
+    flow = models.RealNVP(2, transforms=6, hidden=(32, 32))
+    opt = torch.optim.Adam(flow.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        before = -flow.log_prob(test).mean().item()
+    for _ in range(200):
+        loss = -flow.log_prob(train[torch.randint(0, len(train), (128,), generator=g)]).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        after = -flow.log_prob(test).mean().item()
+    # Measured over seeds 0-5: 3.7-3.9 nats before, 2.4-2.8 after 200 steps.
+    assert after < before - 0.7 and after < 2.9
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: models.NICE(3, transforms=3, hidden=(16,)),
+        lambda: models.RealNVP(3, transforms=3, hidden=(16,), context_features=2),
+        lambda: models.NSF(3, transforms=2, hidden=(16,), context_features=2),
+        lambda: models.NSF(3, kind="autoregressive", transforms=2, hidden=(16,)),
+    ],
+    ids=["nice", "realnvp-cond", "nsf-coupling-cond", "nsf-ar"],
+)
+def test_vector_models_transform_every_feature_and_round_trip(make):
+    torch.manual_seed(0)
+    flow = make()
+    _perturb(flow, 0.2)
+    c = flow.context_features
+    context = torch.randn(4, c) if c else None
+    x = torch.randn(4, 3)
+    z, _ = flow.inverse(x, context)
+    assert torch.allclose(flow(z, context)[0], x, atol=1e-4)
+    # Every output feature depends on every input feature somewhere in the stack.
+    jac = torch.autograd.functional.jacobian(lambda v: flow.inverse(v, context)[0][0], x)[:, 0]
+    assert bool((jac.abs() > 1e-6).all())
+    assert flow.sample((2,), context=context).shape == ((2, 4, 3) if c else (2, 3))
+
+
+def test_model_arguments_are_checked():
+    with pytest.raises(ValueError, match="not both or neither"):
+        models.RealNVP(2, shape=(1, 4, 4))
+    with pytest.raises(ValueError, match="divisible by 8"):
+        models.Glow((1, 12, 12), levels=3)
+    with pytest.raises(ValueError, match="kind='autoregressive'"):
+        models.NSF(1)
+    with pytest.raises(ValueError, match="kind must be"):
+        models.NSF(3, kind="residual")
