@@ -5,9 +5,11 @@ Both return a :class:`History`, show a progress bar, write atomic checkpoints th
 """
 
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
-from .engine import Schedule, TrainingDivergedError
+from .data import EpochSampler, split
+from .engine import TrainingDivergedError
 from .history import History
-from .ml import EpochSampler, evaluate, fit, nll, split
+from .ml import evaluate, fit, nll
+from .schedule import Schedule
 from .vi import TargetError, call_target, fit_vi, vi_loss
 
 __all__ = [

@@ -8,114 +8,26 @@ itself in :class:`~flowforge.train.engine.Run`.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ..datasets.files import DataError, check_finite
 from ..errors import ShapeError
 from ..flow import Flow
 from ..transforms.base import Compose
 from ..transforms.standardize import Standardize
-from .engine import Run, _clone, resolve_placement
+from .data import EpochSampler, as_data, digest, split
+from .engine import Run, _clone
 from .history import History
+from .schedule import resolve_placement
 
-__all__ = ["EpochSampler", "evaluate", "fit", "nll", "split"]
+__all__ = ["evaluate", "fit", "nll"]
 
 log = logging.getLogger("flowforge.train")
-
-
-def _shape(shape: Sequence[int]) -> str:
-    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
-
-
-def as_data(data: object, event_shape: Sequence[int], what: str = "data") -> Tensor:
-    """``data`` (tensor, array or nested lists) as a finite floating tensor of shape ``(n, *event)``."""
-    if not isinstance(data, Tensor):
-        try:
-            data = torch.as_tensor(np.asarray(data))
-        except (TypeError, ValueError) as e:
-            raise DataError(f"{what} cannot be read as a numeric array: {e}") from e
-    if not (data.is_floating_point() or data.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8)):
-        raise DataError(f"{what} must hold numbers; got dtype {data.dtype}")
-    event = tuple(event_shape)
-    if data.dim() != len(event) + 1 or tuple(data.shape[1:]) != event:
-        hint = " (one feature: reshape it to (n, 1))" if data.dim() == 1 and event == (1,) else ""
-        raise ShapeError(
-            f"{what} must have shape (n, {', '.join(map(str, event))}) to match the flow's event shape "
-            f"{_shape(event)}; got {_shape(data.shape)}{hint}"
-        )
-    if data.shape[0] < 1:
-        raise DataError(f"{what} has no rows")
-    check_finite(data, what)
-    return data if data.is_floating_point() else data.to(torch.get_default_dtype())
-
-
-def split(n: int, val_fraction: float, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
-    """Random train and validation row indices (``None`` for no validation).
-
-    Example:
-        >>> train, val = split(10, 0.2, torch.Generator().manual_seed(0)); len(train), len(val)
-        (8, 2)
-    """
-    if not 0 <= val_fraction < 1:
-        raise ValueError(f"val_fraction must be in [0, 1); got {val_fraction}")
-    perm = torch.randperm(n, generator=generator)
-    n_val = round(n * val_fraction)
-    if val_fraction > 0:
-        n_val = max(n_val, 1)
-        if n - n_val < 1:
-            raise DataError(f"{n} row(s) cannot be split into training and validation data; pass more data")
-    if n_val == 0:
-        return perm, None
-    return perm[n_val:], perm[:n_val]
-
-
-class EpochSampler:
-    """Minibatch row indices: a fresh random permutation per epoch, cut into full batches.
-
-    The generator's state travels with checkpoints, so a resumed run draws the same batches.
-
-    Example:
-        >>> s = EpochSampler(10, 4, seed=0); [len(s.next()) for _ in range(3)]
-        [4, 4, 4]
-    """
-
-    def __init__(self, n: int, batch_size: int, *, seed: int) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive; got {batch_size}")
-        self.n, self.batch_size = int(n), min(int(batch_size), int(n))
-        self.generator = torch.Generator().manual_seed(int(seed))
-        self.perm = torch.randperm(self.n, generator=self.generator)
-        self.pos = 0
-        self.epoch = 0
-
-    def next(self) -> Tensor:
-        if self.pos + self.batch_size > self.n:
-            self.perm = torch.randperm(self.n, generator=self.generator)
-            self.pos = 0
-            self.epoch += 1
-        out = self.perm[self.pos : self.pos + self.batch_size]
-        self.pos += self.batch_size
-        return out
-
-    def state_dict(self) -> dict:
-        return {
-            "generator": self.generator.get_state(),
-            "perm": self.perm,
-            "pos": self.pos,
-            "epoch": self.epoch,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"].cpu())
-        self.perm, self.pos, self.epoch = state["perm"].cpu(), int(state["pos"]), int(state["epoch"])
 
 
 def nll(flow: Flow, x: Tensor, context: Tensor | None = None) -> Tensor:
@@ -146,15 +58,6 @@ def evaluate(
     finally:
         flow.train(was_training)
     return total / count if math.isfinite(total) else math.inf
-
-
-def _digest(*tensors: Tensor | None) -> str:
-    h = hashlib.sha256()
-    for t in tensors:
-        if t is not None:
-            h.update(str(tuple(t.shape)).encode())
-            h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 @torch.no_grad()
@@ -342,7 +245,7 @@ def fit(
         best.update(extra["best"])
 
     fingerprint = {
-        "data_sha256": _digest(data, context, None if val_data is None else val_x),
+        "data_sha256": digest(data, context, None if val_data is None else val_x),
         "steps": total,
         "batch_size": int(batch_size),
         "lr": float(lr),

@@ -17,8 +17,9 @@ from torch import Tensor
 
 from ..errors import FlowforgeError, ShapeError
 from ..flow import Flow
-from .engine import Run, resolve_placement
+from .engine import Run
 from .history import History
+from .schedule import resolve_placement
 
 __all__ = ["TargetError", "call_target", "fit_vi", "vi_loss"]
 
