@@ -1,7 +1,19 @@
-"""Data sets: built-in 2-D sets, users' files (CSV, .npy, .npz) and, in later modules, images."""
+"""Data sets: built-in 2-D sets, users' files (CSV, .npy, .npz) and images (8x8 digits)."""
 
 from .files import FILE_FORMATS, DataError, load, load_file
+from .images import DIGITS_LEVELS, ImageData, digits
 from .toy2d import GENERATORS as TOY2D
 from .toy2d import entropy, generate
 
-__all__ = ["FILE_FORMATS", "TOY2D", "DataError", "entropy", "generate", "load", "load_file"]
+__all__ = [
+    "DIGITS_LEVELS",
+    "FILE_FORMATS",
+    "TOY2D",
+    "DataError",
+    "ImageData",
+    "digits",
+    "entropy",
+    "generate",
+    "load",
+    "load_file",
+]
