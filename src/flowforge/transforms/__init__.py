@@ -14,6 +14,7 @@ from . import multiscale as _multiscale
 from . import parametric as _parametric
 from . import planar as _planar
 from . import radial as _radial
+from . import residual as _residual
 from . import standardize as _standardize
 from . import sylvester as _sylvester
 from .autoregressive import *  # noqa: F403
@@ -26,6 +27,7 @@ from .multiscale import *  # noqa: F403
 from .parametric import *  # noqa: F403
 from .planar import *  # noqa: F403
 from .radial import *  # noqa: F403
+from .residual import *  # noqa: F403
 from .standardize import *  # noqa: F403
 from .sylvester import *  # noqa: F403
 
@@ -41,6 +43,7 @@ _FAMILIES = [
     _parametric,
     _planar,
     _radial,
+    _residual,
     _standardize,
     _sylvester,
 ]
