@@ -207,6 +207,6 @@ def test_short_maf_fit_lowers_the_nll():
         opt.step()
     with torch.no_grad():
         after = -flow.log_prob(test).mean().item()
-    # Measured with seeds 0-4 (model and data): 3.75-3.90 -> 2.59-2.88 nats, a drop of 0.87 at least.
-    assert after < before - 0.5, (before, after)
+    # Measured with seeds 0-4 (model and data): 3.75-3.90 -> 2.41-2.50 nats, a drop of 1.25 at least.
+    assert after < before - 0.8, (before, after)
     assert ff.check_transform(flow.transform.double(), test[:5].double()).passed

@@ -51,8 +51,8 @@ def MAF(
     """Masked autoregressive flow: ``transforms`` MAF layers over a standard normal.
 
     ``x = T_K ∘ P ∘ ... ∘ P ∘ T_1 (z)``, each ``T_k`` a
-    :class:`~flowforge.transforms.MaskedAffineAutoregressive` (``x_i = z_i exp(s_i) + t_i`` with
-    ``(t_i, s_i)`` a MADE of ``x_{<i}``) and ``P`` a reversal (or a seeded random permutation).
+    :class:`~flowforge.transforms.MaskedAffineAutoregressive` (``z = x exp(s(x)) + t(x)`` towards the
+    base, ``(t_i, s_i)`` a MADE of ``x_{<i}``) and ``P`` a reversal (or a seeded random permutation).
     ``log p(x) = log N(T^{-1}(x)) + sum_k log|det dT_k^{-1}|``, all in one pass per layer.
 
     Args:
@@ -103,8 +103,8 @@ def IAF(
 ) -> Flow:
     """Inverse autoregressive flow: ``transforms`` IAF layers over a standard normal.
 
-    Each layer is an :class:`~flowforge.transforms.InverseAutoregressive` (``x = (z - t(z))
-    exp(-s(z))`` with ``(t_i, s_i)`` a MADE of ``z_{<i}``), with permutations in between.
+    Each layer is an :class:`~flowforge.transforms.InverseAutoregressive` (``x = z exp(s(z)) + t(z)``
+    with ``(t_i, s_i)`` a MADE of ``z_{<i}``), with permutations in between.
     Sampling and ``rsample_and_log_prob`` take one pass per layer, which is what variational
     inference needs; ``log_prob`` of given data takes ``d`` passes per layer.
 

@@ -5,14 +5,17 @@ gets its parameters for feature ``i`` from a :class:`~flowforge.nets.MADE` of th
 before ``i`` in an ordering. With ``u`` on the base side and ``v`` on the data side, the two
 arrangements are
 
-- **masked** (MAF): ``v_i = f(u_i; theta_i(v_{<i}, c))``. Density (inverse) in one MADE pass,
-  ``u = f^{-1}(v; theta(v, c))``; sampling (forward) solves for ``v`` feature by feature.
-- **inverse** (IAF): ``v_i = f^{-1}(u_i; theta_i(u_{<i}, c))``. Sampling (forward) in one pass;
-  density (inverse) solves ``u_i = f(v_i; theta_i(u_{<i}, c))`` feature by feature.
+- **masked** (MAF): ``u = f(v; theta(v, c))``, so density (inverse) takes one MADE pass;
+  sampling (forward) solves ``v_i = f^{-1}(u_i; theta_i(v_{<i}, c))`` feature by feature.
+- **inverse** (IAF): ``v = f(u; theta(u, c))``, so sampling (forward) takes one pass; density
+  (inverse) solves ``u_i = f^{-1}(v_i; theta_i(u_{<i}, c))`` feature by feature.
 
 The IAF map is exactly the inverse of the MAF map with the same parameters: one machinery,
-the roles of the two directions swapped. Both Jacobians are triangular in the ordering, so
-``log|det| = sum_i log|f'|`` in either direction.
+the roles of the two directions swapped. The one-pass direction always applies ``f`` itself:
+for the affine map that puts the shift after the scale on the side the network reads
+(``u = v exp(s) + t`` for MAF), which trains markedly faster than shifting first (measured in
+``bench/README.md``). Both Jacobians are triangular in the ordering, so ``log|det| = sum_i log|f'|``
+in either direction.
 
 The sequential direction is exact, not iterative: it runs one MADE pass per dependency level
 (``d`` for a full MADE; fewer when narrow hidden layers leave fewer levels), each computing
@@ -42,10 +45,10 @@ class Autoregressive(Transform):
 
     With ``theta = MADE(., c)`` and ``f`` the transformer, forward ``x -> y``:
 
-    - ``one_pass="inverse"`` (masked): ``y_i = f(x_i; theta_i(y_{<i}))``, inverse
-      ``x = f^{-1}(y; theta(y))``;
-    - ``one_pass="forward"`` (inverse autoregressive): ``y = f^{-1}(x; theta(x))``, inverse
-      ``x_i = f(y_i; theta_i(x_{<i}))``.
+    - ``one_pass="inverse"`` (masked): inverse ``x = f(y; theta(y))``, forward
+      ``y_i = f^{-1}(x_i; theta_i(y_{<i}))``;
+    - ``one_pass="forward"`` (inverse autoregressive): forward ``y = f(x; theta(x))``, inverse
+      ``x_i = f^{-1}(y_i; theta_i(x_{<i}))``.
 
     ``log|det dy/dx| = ± sum_i log f'(.; theta_i)`` (the Jacobian is triangular in the
     ordering). The MADE's last layer starts at zero, so a new layer is the identity for every
@@ -125,11 +128,11 @@ class Autoregressive(Transform):
     def _parallel(self, v: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         params = self.made(v, context)
         v = v.expand(params.shape[:-1])  # the batch shape broadcast with the context's
-        out, ladj = self.transformer.inverse(v, params)
+        out, ladj = self.transformer.forward(v, params)
         return out, ladj.sum(-1)
 
     def _sequential(self, v: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        return self.made.solve(v, self.transformer.forward, context)
+        return self.made.solve(v, self.transformer.inverse, context)
 
     def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         if self.one_pass == "forward":
@@ -143,11 +146,14 @@ class Autoregressive(Transform):
 
 
 class MaskedAffineAutoregressive(Autoregressive):
-    """MAF layer: ``y_i = x_i exp(s_i) + t_i`` with ``(t_i, s_i) = MADE_i(y_{<i}, c)``.
+    """MAF layer: ``x = y exp(s(y)) + t(y)`` on the way to the base, ``(t_i, s_i) = MADE_i(y_{<i}, c)``.
 
-    Density (inverse) in one MADE pass: ``x = (y - t(y)) exp(-s(y))``, ``log|det dx/dy| = -sum s``.
-    Sampling (forward) takes :attr:`~flowforge.nets.MADE.passes` (``= d``) MADE passes. The
-    log-scale is softly bounded, ``s = B tanh(s_raw / B)`` (``scale_bound=B``; ``None`` for none).
+    Density (inverse, data ``y`` -> base ``x``) in one MADE pass, ``log|det dx/dy| = sum s``.
+    Sampling (forward) solves ``y_i = (x_i - t_i) exp(-s_i)`` in :attr:`~flowforge.nets.MADE.passes`
+    (``= d``) MADE passes. This is Papamakarios et al.'s ``y_i = x_i exp(a_i) + m_i`` with
+    ``a = -s``, ``m = -t exp(-s)``: the same family, with the shift applied after the scale on
+    the density side, which trains faster. The log-scale is softly bounded,
+    ``s = B tanh(s_raw / B)`` (``scale_bound=B``; ``None`` for none).
 
     Cost: density ``O(B (d h + h^2 + 2 h d))``; sampling ``d`` times the hidden layers.
     Other keyword options as in :class:`Autoregressive`.
@@ -189,12 +195,12 @@ class MaskedAffineAutoregressive(Autoregressive):
 class InverseAutoregressive(Autoregressive):
     """IAF layer: sampling (forward) in one MADE pass, density (inverse) in ``d`` passes.
 
-    With the affine default, ``y = (x - t(x)) exp(-s(x))`` with ``(t_i, s_i) = MADE_i(x_{<i}, c)``,
-    ``log|det dy/dx| = -sum s``; this is Kingma et al.'s ``y = mu + sigma x`` with ``sigma = exp(-s)``,
-    ``mu = -t exp(-s)``, written so that an IAF layer is exactly the inverse of a
-    :class:`MaskedAffineAutoregressive` with the same state (``x_i = y_i exp(s_i) + t_i``). Any
-    transformer can replace the affine map (``transformer=``). Suited to variational inference,
-    where samples and their densities come from one forward pass.
+    With the affine default, ``y = x exp(s(x)) + t(x)`` with ``(t_i, s_i) = MADE_i(x_{<i}, c)``,
+    ``log|det dy/dx| = sum s``: Kingma et al.'s ``y = mu + sigma x``. The density (inverse) solves
+    ``x_i = (y_i - t_i) exp(-s_i)`` feature by feature. An IAF layer is exactly the inverse of a
+    :class:`MaskedAffineAutoregressive` with the same state. Any transformer can replace the
+    affine map (``transformer=``). Suited to variational inference, where samples and their
+    densities come from one forward pass.
 
     Cost: sampling ``O(B (d h + h^2 + h d P))``; density ``d`` times the hidden layers.
     Other keyword options as in :class:`Autoregressive`.
@@ -239,9 +245,10 @@ class InverseAutoregressive(Autoregressive):
 class MaskedSplineAutoregressive(Autoregressive):
     """Autoregressive rational-quadratic spline (NSF, autoregressive variant); MAF arrangement.
 
-    ``y_i = RQS(x_i; theta_i(y_{<i}, c))`` on ``[-bound, bound]`` with ``bins`` bins, identity
-    outside (see :class:`~flowforge.transforms.transformers.RQSplineTransformer`); density in one
-    MADE pass, sampling in ``d``. ``3 bins - 1`` parameters per feature.
+    ``x = RQS(y; theta(y, c))`` towards the base, on ``[-bound, bound]`` with ``bins`` bins,
+    identity outside (see :class:`~flowforge.transforms.transformers.RQSplineTransformer`);
+    density in one MADE pass, sampling (``y_i = RQS^{-1}(x_i; theta_i(y_{<i}, c))``) in ``d``.
+    ``3 bins - 1`` parameters per feature.
 
     Cost: density ``O(B (d h + h^2 + h d K))``; sampling ``d`` times the hidden layers.
     Other keyword options as in :class:`Autoregressive`.
