@@ -85,6 +85,12 @@ Out = Annotated[Path, typer.Option("--out", "-o", help="Run folder to write.")]
 Seed = Annotated[int, typer.Option(help="Random seed.")]
 Device = Annotated[str | None, typer.Option(help="cpu or cuda (default: cpu).")]
 Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")]
+Threads = Annotated[
+    int | None,
+    typer.Option(
+        min=1, help="CPU threads for torch (default: torch's choice; 1 is fastest for small models)."
+    ),
+]
 
 
 @app.command()
@@ -107,6 +113,7 @@ def fit(
     checkpoint_every: Annotated[int, typer.Option(min=1)] = 500,
     progress: Progress = True,
     plots: Annotated[bool, typer.Option("--plots/--no-plots")] = True,
+    threads: Threads = None,
 ) -> None:
     """Fit a flow by maximum likelihood; write the model, metrics.json, figures and report.md/.html."""
     from .train.runs import fit_run
@@ -127,6 +134,7 @@ def fit(
         checkpoint_every=checkpoint_every,
         progress=progress,
         plots=plots,
+        threads=threads,
         command=_command(),
     )
     nll = metrics["test_nll"]
@@ -156,6 +164,7 @@ def vi(
     checkpoint_every: Annotated[int, typer.Option(min=1)] = 500,
     progress: Progress = True,
     plots: Annotated[bool, typer.Option("--plots/--no-plots")] = True,
+    threads: Threads = None,
 ) -> None:
     """Fit a flow to an unnormalized density by variational inference (reverse KL)."""
     from .train.runs import vi_run
@@ -178,6 +187,7 @@ def vi(
         checkpoint_every=checkpoint_every,
         progress=progress,
         plots=plots,
+        threads=threads,
         command=_command(),
     )
     typer.echo(f"final ELBO {metrics['final_elbo']:.4f} ± {metrics['final_elbo_se'] or 0:.4f}")
