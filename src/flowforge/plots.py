@@ -258,11 +258,20 @@ def vi_density(
     log_density: Callable[[Tensor], Tensor],
     *,
     bounds: Bounds | None = None,
+    reference: Tensor | None = None,
     resolution: int = 160,
 ) -> Figure:
-    """The target density (normalized on the grid, NaN counted as 0) next to the fitted flow's density."""
+    """The target density (normalized on the grid, NaN counted as 0) next to the fitted flow's density.
+
+    The axes cover the flow's samples and, if given, ``reference`` draws from the target (so
+    that mass the flow misses is in view).
+    """
     _two_d(flow)
-    bounds = bounds or _bounds(torch.as_tensor(_sample(flow, 4000)), 0.3)
+    if bounds is None:
+        points = torch.as_tensor(_sample(flow, 4000))
+        if reference is not None:
+            points = torch.cat([points, reference.detach().double().cpu()[:4000]])
+        bounds = _bounds(points, 0.3)
     xx, yy, pts = _grid(bounds, resolution)
     p = next((t for t in flow.parameters()), None)
     dtype = p.dtype if p is not None else torch.float32

@@ -344,7 +344,9 @@ def vi_run(
         P.save_figure(P.elbo_curve(history, log_z=resolved.log_z), out / "figures" / "elbo.png")
         figures.append(("figures/elbo.png", "ELBO per step with two Monte Carlo standard errors."))
         if resolved.dim == 2:
-            P.save_figure(P.vi_density(flow, resolved.log_density), out / "figures" / "density.png")
+            draws = resolved.reference_draws() if hasattr(resolved, "reference_draws") else None
+            density = P.vi_density(flow, resolved.log_density, reference=draws)
+            P.save_figure(density, out / "figures" / "density.png")
             figures.append(
                 ("figures/density.png", "Target density (left) and the fitted flow's density (right).")
             )
