@@ -15,7 +15,10 @@ from types import ModuleType
 __all__ = ["EXPERIMENTS", "get"]
 
 # name -> module under flowforge.experiments; add a line when an experiment lands.
-EXPERIMENTS: dict[str, str] = {}
+EXPERIMENTS: dict[str, str] = {
+    "energies": "energies",
+    "eight-schools": "eight_schools",
+}
 
 
 def get(name: str) -> ModuleType:
