@@ -190,26 +190,26 @@ class Sylvester(Transform):
         b = self.bias.to(x.dtype)
         target = self._project(x, q)
         outside = x - self._lift(target, q)  # the part of x that the layer leaves alone
-        m = self.hidden
-        v: list[Tensor] = [x.new_empty(0)] * m
-        h_pre: list[Tensor] = [x.new_empty(0)] * m
+        vs: list[Tensor] = []  # the solved v_{i+1}, ..., v_m, in order
+        hs: list[Tensor] = []  # h(pre) at those coordinates
         ladj = x.new_zeros(x.shape[:-1])
-        for i in range(m - 1, -1, -1):
-            c = b[i] + sum((rt[i, j] * v[j] for j in range(i + 1, m)), x.new_zeros(()))
-            rest = sum((r[i, j] * h_pre[j] for j in range(i + 1, m)), x.new_zeros(()))
+        for i in range(self.hidden - 1, -1, -1):
+            if vs:
+                c = b[i] + torch.stack(vs, dim=-1) @ rt[i, i + 1 :]
+                t = target[..., i] - torch.stack(hs, dim=-1) @ r[i, i + 1 :]
+            else:
+                c, t = b[i], target[..., i]
             rho, kappa = r[i, i], rt[i, i]
 
             def f(a: Tensor, rho=rho, kappa=kappa, c=c) -> tuple[Tensor, Tensor]:
                 p = kappa * a + c
                 return a + rho * self.act(p), 1 + rho * kappa * self.act.derivative(p)
 
-            t = target[..., i] - rest
             half = (rho.detach().abs() + 1).expand_as(t)
-            v[i] = solve_increasing(
-                f, t, lower=t - half, upper=t + half, tol=self.tol, max_iter=self.max_iter
-            )
-            pre = kappa * v[i] + c
-            h_pre[i] = self.act(pre)
+            v = solve_increasing(f, t, lower=t - half, upper=t + half, tol=self.tol, max_iter=self.max_iter)
+            pre = kappa * v + c
+            vs.insert(0, v)
+            hs.insert(0, self.act(pre))
             ladj = ladj - torch.log1p(rho * kappa * self.act.derivative(pre))
-        z = outside + self._lift(torch.stack(v, dim=-1), q)
+        z = outside + self._lift(torch.stack(vs, dim=-1), q)
         return z, ladj
