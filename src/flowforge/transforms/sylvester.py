@@ -1,4 +1,11 @@
-"""Sylvester flows (van den Berg et al. 2018; seed 000) with an exact, iterative inverse."""
+"""Sylvester flows (van den Berg et al. 2018; seed 000) with an exact, iterative inverse.
+
+Householder flows (Tomczak & Welling 2016, seed 000's ``f_hh``) need no layer of their own
+here: they are products of reflections ``I - 2 v v^T``, which the linear
+:class:`~flowforge.transforms.Householder` already is (``reflections=k``), and
+:func:`flowforge.models.HouseholderFlow` puts it over a trainable diagonal Gaussian as they
+did. The same reflections parameterise ``Q`` in ``kind="householder"`` below (H-SNF).
+"""
 
 from __future__ import annotations
 
