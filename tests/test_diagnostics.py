@@ -188,7 +188,9 @@ def test_u1_with_both_modes_is_not_flagged():
 def test_a_correct_fit_of_a_gaussian_is_not_flagged():
     t = std_normal_target(d=2, shift=1.5, log_z=-3.0)
     flow = fit([T.Diagonal(2)], t, steps=300, lr=0.05)
-    out = D.diagnose(flow, t, samples=4000, defensive_samples=20000)
+    out = D.diagnose(flow, t, samples=4000, defensive_samples=20000, jacobian_points=8)
+    assert next(flow.parameters()).dtype == torch.float32  # diagnosed on a float64 copy
+    assert out["jacobian"]["check_passed"] and out["jacobian"]["log10_condition_max"] < 2
     assert out["status"] == "covers" and out["defensive"]["missing_mass"] < 0.02
     assert out["kl"] < 0.01 and out["khat"] < 0.5 and not out["warnings"]
     assert out["reference"]["low_q_share"] < 0.01 and abs(out["reference"]["forward_kl"]) < 0.02

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from ..flow import Flow
 from ..train.vi import call_target
-from .elbo import seeded
+from .elbo import in_dtype, seeded
 from .importance import log_z as is_log_z
 from .psis import psis
 from .reference import _flow_log_prob
@@ -141,6 +141,7 @@ def defensive_is(
     threshold: float = 0.01,
     log_z: float | None = None,
     seed: int | None = 0,
+    dtype: torch.dtype | None = torch.float64,
 ) -> DefensiveResult:
     """Estimate the posterior mass the flow misses, by defensive importance sampling.
 
@@ -155,6 +156,7 @@ def defensive_is(
         threshold: ``q`` is negligible where ``q(x) < threshold * p(x)``.
         log_z: ``log Z`` of the target if known (default: the target's ``log_z``, else estimated).
         seed: seed of the draws (``None``: the global RNG).
+        dtype: evaluate a copy of the flow in this dtype (default float64; ``None``: as it is).
 
     Cost: ``samples`` target calls, ``alpha * samples`` generative and ``(1 - alpha) * samples``
     inverse passes of the flow.
@@ -176,6 +178,7 @@ def defensive_is(
         raise ValueError(f"alpha must be in (0, 1); got {alpha}")
     if not 0 < threshold < 1:
         raise ValueError(f"threshold must be in (0, 1); got {threshold}")
+    flow = in_dtype(flow, dtype)
     n_q = max(2, round(alpha * samples))
     n_g = max(1, samples - n_q)
     if log_z is None:

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ..flow import Flow
-from .elbo import draw
+from .elbo import draw, in_dtype
 from .reference import _flow_log_prob
 
 __all__ = ["RestartAgreement", "restart_agreement"]
@@ -79,6 +79,7 @@ def restart_agreement(
     tolerance: float = 0.1,
     elbo_tolerance: float = 0.1,
     seed: int | None = 0,
+    dtype: torch.dtype | None = torch.float64,
 ) -> RestartAgreement:
     """Cross-evaluate fitted flows (samples of fit i under the density of fit j) and compare ELBOs.
 
@@ -90,6 +91,7 @@ def restart_agreement(
         tolerance: a pair disagrees when more than this share of ``q_i``'s draws is negligible under ``q_j``.
         elbo_tolerance: ELBO spread (nats) tolerated beyond Monte Carlo error.
         seed: seed of the draws.
+        dtype: evaluate copies of the flows in this dtype (default float64; ``None``: as they are).
 
     Cost: ``R`` generative passes and ``R (R - 1)`` inverse passes of ``samples`` draws.
 
@@ -105,7 +107,7 @@ def restart_agreement(
         >>> r.agree, round(r.disjoint_share[0][1], 2)
         (False, 1.0)
     """
-    flows = list(flows)
+    flows = [in_dtype(f, dtype) for f in flows]
     if len(flows) < 2:
         raise ValueError(f"restart_agreement needs at least 2 fits; got {len(flows)}")
     R = len(flows)

@@ -24,6 +24,7 @@ from torch import Tensor
 from ..errors import FlowforgeError, ShapeError
 from ..flow import Flow
 from ..train.vi import call_target
+from .elbo import in_dtype
 
 __all__ = ["ForwardFit", "forward_fit", "moment_errors", "wasserstein2"]
 
@@ -161,6 +162,7 @@ def forward_fit(
     log_z: float | None = None,
     threshold: float = 0.01,
     max_points: int = 10_000,
+    dtype: torch.dtype | None = torch.float64,
 ) -> ForwardFit:
     """EUBO, forward KL and the share of reference draws in low-``q`` regions.
 
@@ -176,12 +178,14 @@ def forward_fit(
             the low-``q`` share are ``None``.
         threshold: ``q`` is negligible where ``q(x) < threshold p(x)``.
         max_points: use at most this many reference draws (the first ones).
+        dtype: evaluate a copy of the flow in this dtype (default float64; ``None``: as it is).
 
     Cost: one inverse pass of the flow and one target call per reference draw.
 
     References:
         Ji & Shen. "Stochastic variational inference via upper bound". 2019 (the EUBO).
     """
+    flow = in_dtype(flow, dtype)
     ref = reference[:max_points]
     if log_z is None:
         log_z = getattr(target, "log_z", None)

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ..flow import Flow
 from .defensive import defensive_is
-from .elbo import draw, elbo, seeded
+from .elbo import draw, elbo, in_dtype, seeded
 from .importance import log_z as is_log_z
 from .importance import reweighted_moments
 from .jacobian import jacobian_report
@@ -38,6 +38,7 @@ def diagnose(
     jacobian_points: int = 0,
     w2_points: int = 1000,
     seed: int = 0,
+    dtype: torch.dtype | None = torch.float64,
 ) -> dict[str, Any]:
     """Every diagnostic that applies to ``flow`` fitted to ``target``, with the verdict.
 
@@ -59,6 +60,8 @@ def diagnose(
         jacobian_points: base draws for the Jacobian report (0 to skip; slow for large ``d``).
         w2_points: subsample size for W2.
         seed: seed of every random draw here.
+        dtype: run every diagnostic on a copy of the flow in this dtype (default float64: float32
+            rounding inflates k-hat; see :func:`~flowforge.diagnostics.in_dtype`).
 
     Returns:
         A dict of floats and lists (see the keys), with ``verdict`` (one line), ``status`` and
@@ -72,6 +75,8 @@ def diagnose(
         >>> out["status"], out["khat"], round(out["kl"], 6)  # q equals p exactly
         ('covers', -inf, 0.0)
     """
+    flow = in_dtype(flow, dtype)
+    restarts = [in_dtype(f, dtype) for f in restarts] if restarts else restarts
     out: dict[str, Any] = {"target": getattr(target, "name", getattr(target, "__name__", "target"))}
     names = getattr(target, "names", None)
     draws = draw(flow, target, samples, seed=seed)
