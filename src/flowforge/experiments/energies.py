@@ -36,9 +36,10 @@ ENERGIES = ("u1", "u2", "u3", "u4")
 BEST = "nsf"
 
 
-def _config(quick: bool) -> tuple[list[tuple[str, tuple[int, ...]]], Budget]:
+def _config(quick: bool) -> list[tuple[str, tuple[int, ...], Budget]]:
+    """(family, layer counts, budget) to run."""
     if quick:
-        quick_budget = Budget(
+        b = Budget(
             steps=150,
             samples=64,
             lr=1e-2,
@@ -47,10 +48,12 @@ def _config(quick: bool) -> tuple[list[tuple[str, tuple[int, ...]]], Budget]:
             elbo_samples=2000,
             defensive_samples=4000,
         )
-        return [("planar", (2, 8)), ("radial", (2, 8)), (BEST, (2,))], quick_budget
-    return [("planar", (2, 8, 32)), ("radial", (2, 8, 32)), (BEST, (4,))], Budget(
-        steps=4000, samples=256, lr=5e-3, anneal=(0.1, 1000), sample_sets=5, set_size=4000
-    )
+        return [("planar", (2, 8), b), ("radial", (2, 8), b), (BEST, (2,), b)]
+    # Planar and radial layers are cheap per layer but many; the spline flow gets a longer run
+    # because it is the one held to issue 7's quality bar on U1 (within 0.02 nats of log Z).
+    small = Budget(steps=2000, samples=128, lr=5e-3, anneal=(0.1, 500))
+    best = Budget(steps=4000, samples=256, lr=5e-3, anneal=(0.1, 1000))
+    return [("planar", (2, 8, 32), small), ("radial", (2, 8, 32), small), (BEST, (4,), best)]
 
 
 @torch.no_grad()
@@ -95,13 +98,13 @@ def _figure(fitted: dict, lim: float = 4.0, n: int = 120) -> Figure:
 
 def run(*, quick: bool, out: Path, seed: int) -> dict:
     """Fit every (energy, family, K) and write results.json, the density figure and report.md."""
-    families, budget = _config(quick)
+    families = _config(quick)
     report = Report(NAME, seed_text=SEED, claim=CLAIM, out=out, quick=quick, seed=seed)
     rows, fitted, failed = [], {}, []
     with one_thread():
         for energy in ENERGIES:
             target = targets.get(energy)
-            for family, depths in families:
+            for family, depths, budget in families:
                 for k in depths:
                     try:
                         row, flow = fit_and_diagnose(target, family, k, budget, seed=seed)
@@ -126,26 +129,32 @@ def run(*, quick: bool, out: Path, seed: int) -> dict:
             f"{r['ess_fraction']:.2f}",
             f"{100 * r['missing_mass']:.0f}%" if "missing_mass" in r else "n/a",
             r["status"],
+            f"{r['steps']}",
             f"{r['fit_seconds']:.0f}",
         ]
         for r in rows
     ]
+    b0 = families[0][2]
     report.section(
         "Results",
-        "ELBO over "
-        f"{budget.elbo_samples} draws; k-hat is the mean over {budget.sample_sets} sets of "
-        f"{budget.set_size} draws; ESS as a fraction of the draws; the missing mass (defensive importance "
+        f"ELBO over {b0.elbo_samples} draws; k-hat is the mean over {b0.sample_sets} sets of "
+        f"{b0.set_size} draws; ESS as a fraction of the draws; the missing mass (defensive importance "
         "sampling) and KL = log Z - ELBO exist for U1 only, the one normalisable energy (U2-U4 keep their "
-        f"mass along z1, so their ELBOs compare fits, not a constant). Training: {budget.steps} steps of "
-        f"{budget.samples} draws, lr {budget.lr}, annealing {budget.anneal}.\n\n"
+        "mass along z1, so their ELBOs compare fits, not a constant). Training: "
+        + "; ".join(
+            f"{f}: {b.steps} steps of {b.samples} draws, lr {b.lr}, annealing {b.anneal}"
+            for f, _, b in families
+        )
+        + ".\n\n"
         + markdown_table(
-            ["energy", "family", "K", "ELBO", "KL", "k-hat", "ESS", "missing", "verdict", "fit s"], table
+            ["energy", "family", "K", "ELBO", "KL", "k-hat", "ESS", "missing", "verdict", "steps", "fit s"],
+            table,
         ),
     )
 
     # The seed's claim: more layers fit better (ELBO rises with K) for planar flows on every energy.
     verdicts = []
-    for family, ks in families[:2]:
+    for family, ks, _ in families[:2]:
         for energy in ENERGIES:
             by_k = {r["depth"]: r for r in rows if r["family"] == family and r["energy"] == energy}
             if len(by_k) < 2:
@@ -182,6 +191,6 @@ def run(*, quick: bool, out: Path, seed: int) -> dict:
         )
         + ". PSIS k-hat alone does not separate these fits from the good ones.",
     )
-    results = {"rows": rows, "failed": failed, "budget": budget.__dict__}
+    results = {"rows": rows, "failed": failed, "budgets": {f: b.__dict__ for f, _, b in families}}
     report.write(results)
     return results

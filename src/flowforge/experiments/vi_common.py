@@ -116,6 +116,7 @@ def fit_and_diagnose(
         "depth": depth,
         "seed": seed,
         "parameters": sum(p.numel() for p in flow.parameters()),
+        "steps": budget.steps,
         "fit_seconds": round(fit_seconds, 1),
         "rollbacks": history.summary.get("rollbacks", 0),
         "elbo": est.elbo,
