@@ -208,3 +208,31 @@ def test_from_pyro_matches_the_hand_written_eight_schools():
     ours = EightSchools(centered=True)(torch.cat([z[:, 2:], z[:, :2]], -1))
     assert torch.allclose(t(z), ours, atol=1e-9)
     assert t.unflatten(z[0])["tau"].item() == pytest.approx(math.exp(z[0, 1].item()))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pyro") is None, reason="pyro-ppl is not installed")
+def test_from_pyro_uses_pyro_constraint_transforms():
+    import pyro
+    import pyro.distributions as dist
+
+    def model():
+        pyro.sample("w", dist.Dirichlet(torch.ones(3, dtype=torch.float64)))  # simplex: 2 free coordinates
+        pyro.sample("s", dist.HalfNormal(torch.tensor(1.0, dtype=torch.float64)))
+
+    t = targets.from_pyro(model)
+    assert t.dim == 3 and t.names == ["w[0]", "w[1]", "s"]
+    u = torch.randn(4, 3, dtype=torch.float64)
+    w = torch.stack([torch.as_tensor(t.unflatten(v)["w"]) for v in u])
+    assert torch.allclose(w.sum(-1), torch.ones(4, dtype=torch.float64)) and (w > 0).all()
+    # the HalfNormal through exp: log N+(e^u) + u
+    s = u[:, 2]
+    expected_s = 0.5 * math.log(2 / math.pi) - 0.5 * torch.exp(2 * s) + s
+    without_s = torch.stack([t(torch.cat([v[:2], v.new_zeros(1)])) for v in u])
+    expected_0 = 0.5 * math.log(2 / math.pi) - 0.5
+    assert torch.allclose(t(u) - without_s, expected_s - expected_0, atol=1e-10)
+
+
+def test_from_pyro_without_pyro_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "pyro", None)
+    with pytest.raises(ImportError, match=r"pip install 'flowforge\[pyro\]'"):
+        targets.from_pyro(lambda: None)

@@ -1,7 +1,7 @@
 """Pyro models as targets: :func:`from_pyro` (needs the optional extra ``pyro-ppl``).
 
 The latent sites of the model are mapped to ``R^dim`` with Pyro's own constraint transforms
-(``torch.distributions.biject_to(site.support)``: ``exp`` for positive sites, stick-breaking
+(``pyro.distributions.transforms.biject_to(site.support)``: ``exp`` for positive sites, stick-breaking
 for simplexes, and so on), concatenated in the order the model samples them, and the
 log-density is the model's joint log-probability at the constrained values plus the
 log-Jacobian of each transform, which is what a flow on the unconstrained space must fit.
@@ -63,7 +63,9 @@ class PyroTarget(Target):
         log_z: float | None = None,
     ) -> None:
         pyro = _import_pyro()
-        from torch.distributions import biject_to
+        # Pyro's registry: torch's bijections plus Pyro's own constraints (ordered vectors,
+        # correlation Cholesky factors, spheres, ...).
+        from pyro.distributions.transforms import biject_to
 
         self._pyro = pyro
         self.model, self.args, self.kwargs = model, tuple(args), dict(kwargs or {})
