@@ -45,3 +45,5 @@ def test_quick_variant_runs_and_reports(name, tmp_path):
         nc = [r for r in results["rows"] if r["target"] == "eight-schools-noncentered"]
         assert min(r["kl"] for r in nc) < 0.3
         assert all(r["low_q_share"] is not None and 0 <= r["low_q_share"] <= 1 for r in results["rows"])
+        two_runs = [g for g in results["groups"] if g["runs"] == 2]
+        assert two_runs and all(isinstance(g["restarts_agree"], bool) for g in two_runs)

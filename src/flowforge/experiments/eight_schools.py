@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from .. import diagnostics as D
 from .. import targets
 from ..errors import FlowforgeError
 from .common import Report, markdown_table
@@ -77,7 +78,7 @@ def _plan(quick: bool) -> list[tuple[str, str, int, int, Budget]]:
             defensive_samples=4000,
         )
         return [
-            (t, f, d, 1, b)
+            (t, f, d, 2 if f == "nsf" else 1, b)
             for t in ("two-schools-centered", "eight-schools-noncentered")
             for f, d in (("mean-field", 1), ("planar", 10), ("planar", 30), ("nsf", 2))
         ]
@@ -101,6 +102,13 @@ def _plan(quick: bool) -> list[tuple[str, str, int, int, Budget]]:
 def _published(target: str, family: str, depth: int) -> str:
     v = PUBLISHED.get((target, family), {}).get(depth)
     return "" if v is None else f"{v:.2f}"
+
+
+def _restarts(group: dict) -> str:
+    if "restarts_agree" not in group:
+        return ""
+    word = "agree" if group["restarts_agree"] else "DISAGREE"
+    return f"{word} ({100 * group['restarts_max_disjoint']:.0f}%)"
 
 
 def _khat_figure(groups: list[dict]) -> Figure:
@@ -171,7 +179,7 @@ def run(*, quick: bool, out: Path, seed: int) -> dict:
     """The depth sweep and the other families; writes results.json, figures and report.md."""
     plan = _plan(quick)
     report = Report(NAME, seed_text=SEED, claim=CLAIM, out=out, quick=quick, seed=seed)
-    rows, best_flows = [], {}
+    rows, best_flows, fits = [], {}, {}
     cache = {name: targets.get(name) for name in {p[0] for p in plan}}
     refs = {name: t.reference_draws() for name, t in cache.items()}
     with one_thread():
@@ -194,12 +202,25 @@ def run(*, quick: bool, out: Path, seed: int) -> dict:
                     continue
                 row["target"] = target_name
                 rows.append(row)
+                fits.setdefault((target_name, family, depth), []).append(flow)
                 key = (target_name, "planar" if family == "planar" else "other")
                 if key not in best_flows or row["elbo"] > best_flows[key][0]:
                     best_flows[key] = (row["elbo"], f"{family} {depth}", flow)
 
+        # Issue 13's multi-start check: do the training runs of a configuration agree?
+        agreement = {}
+        for (target_name, family, depth), flows in fits.items():
+            if len(flows) > 1:
+                a = D.restart_agreement(flows, cache[target_name], samples=2000, seed=seed)
+                agreement[(target_name, family, depth)] = a
+
     done = [r for r in rows if "failed" not in r]
     groups = summarize(done, keys=("target", "family", "depth"))
+    for x in groups:
+        a = agreement.get((x["target"], x["family"], x["depth"]))
+        if a is not None:
+            x["restarts_agree"] = a.agree
+            x["restarts_max_disjoint"] = max(max(row) for row in a.disjoint_share)
     log_z = {name: t.log_z for name, t in cache.items()}
     for target_name in [t for t in TARGETS if t in cache]:
         g = [x for x in groups if x["target"] == target_name]
@@ -225,6 +246,7 @@ def run(*, quick: bool, out: Path, seed: int) -> dict:
                     f"{x['forward_kl']:.2f}",
                     f"{errs[0]:.2f} / {errs[1]:.2f}",
                     ", ".join(x["statuses"]),
+                    _restarts(x),
                     f"{x['fit_seconds']:.0f}",
                 ]
             )
@@ -245,6 +267,7 @@ def run(*, quick: bool, out: Path, seed: int) -> dict:
                     "forward KL",
                     "|rw. mean err| mu / log tau (ref sd)",
                     "verdicts",
+                    "restarts",
                     "fit s",
                 ],
                 table,
@@ -262,7 +285,7 @@ def run(*, quick: bool, out: Path, seed: int) -> dict:
     report.section(
         "Protocol",
         (
-            "Quick variant: two targets, one run each, a few hundred steps (a smoke test, not a result)."
+            "Quick variant: two targets, one run each (two for NSF), 150 steps (a smoke test, not a result)."
             if quick
             else (_plan.__doc__ or "").split("\n\n")[-1].strip().replace("\n    ", " ")
         )
@@ -272,7 +295,9 @@ def run(*, quick: bool, out: Path, seed: int) -> dict:
         f"{b0.set_size} draws per run; ELBO over {b0.elbo_samples} draws; missing mass by defensive "
         f"importance sampling ({b0.defensive_samples} draws); 'ref. in low q' is the share of the reference "
         "draws where q < 0.01 p; mean errors are importance-reweighted, in units of the reference sd, worst "
-        "run shown. 'KL' is log p(y) - ELBO (no ELBO can exceed log p(y)). All diagnostics in float64.",
+        "run shown. 'KL' is log p(y) - ELBO (no ELBO can exceed log p(y)). 'restarts': whether the runs of "
+        "a configuration agree (restart_agreement), with the largest share of one run's draws where another "
+        "run's density is negligible. All diagnostics in float64.",
     )
     report.figure(
         _khat_figure(groups), "khat_vs_depth.png", "k-hat and KL against the number of planar layers."
