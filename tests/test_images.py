@@ -35,6 +35,18 @@ def test_squeeze_moves_each_2x2_block_into_four_channels():
         T.Squeeze((1, 3, 4))
 
 
+def test_a_flow_can_work_at_half_resolution_with_the_inverse_squeeze_last():
+    torch.manual_seed(0)
+    coupling = T.AffineCoupling((4, 2, 2), mask="channel", hidden=(8,))
+    _perturb(coupling)
+    flow = ff.Flow(ff.distributions.StandardNormal((4, 2, 2)), [coupling, T.Squeeze((1, 4, 4)).inv])
+    x = flow.sample((3,))
+    assert x.shape == (3, 1, 4, 4)
+    z, ladj = coupling.inverse(T.Squeeze((1, 4, 4))(x)[0])
+    expected = ff.distributions.StandardNormal((4, 2, 2)).log_prob(z) + ladj
+    assert torch.allclose(flow.log_prob(x), expected)
+
+
 def test_split_passes_the_factored_half_to_the_base():
     torch.manual_seed(0)
     inner = T.LULinear(3)
