@@ -65,7 +65,9 @@ def uniform_dequantize(x: Tensor, levels: int, *, generator: torch.Generator | N
         True
     """
     _check_levels(x, levels)
-    u = torch.rand(x.shape, generator=generator, device=x.device)
+    # A generator draws on its own device; the noise then moves to the data's.
+    u = torch.rand(x.shape, generator=generator, device=generator.device if generator else x.device)
+    u = u.to(x.device)
     return (x.to(u.dtype) + u) / levels
 
 
