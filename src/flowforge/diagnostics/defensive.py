@@ -16,6 +16,10 @@ with ``p = p~ / Z`` (``Z`` exact where the target knows it, else the defensive e
 ``epsilon = 0.01`` by default. A flow that covers the posterior gives ``m`` near 0; one that
 drops a mode holding a fraction ``f`` of the mass gives ``m`` near ``f``. Mass beyond the reach
 of ``g`` stays invisible (as to any sampler): give a wider ``proposal`` (the prior, say) when in doubt.
+In higher dimensions the wide proposal wastes most of its draws, so the estimate is noisier and
+tends to be low: on a poor mean-field fit of the non-centred eight schools (10-D), 21% of the
+reference draws lie where ``q < 0.01 p``, and defensive IS says 14% +- 4% with 20,000 draws, 22% +- 3%
+with 80,000. Where reference draws exist, :func:`~flowforge.diagnostics.forward_fit` is the sharper test.
 
 References:
     Hesterberg. "Weighted average importance sampling and defensive mixture distributions".
