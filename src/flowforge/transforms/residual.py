@@ -76,9 +76,10 @@ class InvertibleResidual(Transform):
     direction they are drawn afresh, so ``inverse ladj = -forward ladj`` only in
     expectation; ``log_prob`` is then an unbiased estimate of the log-density.
 
-    **Expressiveness.** Residual flows are universal only through depth: one block moves
-    each point by at most ``lipschitz`` times its distance to a fixed point, and the
-    Jacobian's singular values stay in ``[1 - lipschitz, 1 + lipschitz]``. Seed 001
+    **Expressiveness.** A residual flow gains flexibility only through depth: the
+    Jacobian ``I + J_g`` of one block has its singular values in
+    ``[1 - lipschitz, 1 + lipschitz]``, so its log-det lies in
+    ``[d log(1 - lipschitz), d log(1 + lipschitz)]``. Seed 001
     (Koehler et al.) proves a depth lower bound for exactly such families, layerwise
     invertible with bounded Lipschitz constant and few parameters per layer.
 
