@@ -42,6 +42,17 @@ def test_u2_to_u4_are_not_normalisable(which):
     assert abs(large - small - math.log(4)) < 0.1
 
 
+@pytest.mark.parametrize("which", ["u2", "u3", "u4"])
+def test_windowed_energies_have_the_exact_log_z(which):
+    t = targets.get(f"{which}-window")
+    assert t.name == f"{which}-window"
+    assert grid_log_z(t, -8.0, 8.0, n=1601, lo2=-9.0, hi2=9.0) == pytest.approx(t.log_z, abs=1e-4)
+    inside = torch.tensor([[-3.9, 0.3], [0.0, -1.0], [3.5, 2.0]], dtype=torch.float64)
+    assert torch.equal(t(inside), Energy(which)(inside))  # unchanged on the paper's box
+    with pytest.raises(ValueError, match="U1 is normalisable"):
+        Energy("u1", window=4.0)
+
+
 def test_energy_formulas_at_known_points():
     z = torch.tensor([[1.0, 1.0], [-3.0, 1.0], [5.0, 1.0]], dtype=torch.float64)
     # U2 vanishes on its ridge z2 = sin(pi z1 / 2).

@@ -18,8 +18,10 @@ with :math:`w_1(z) = \\sin(2\\pi z_1 / 4)`, :math:`w_2(z) = 3 e^{-\\frac12 ((z_1
 Only U1 is normalisable: ``log Z(U1) = 1.8775`` (by quadrature on a fine grid; the tests
 re-derive it). U2-U4 do not decay in ``z1`` (each slice of constant ``z1`` has the same mass,
 up to the periodic ``w1``), so their integral over ``R^2`` diverges and ``log Z`` grows with
-any box they are cut to; their ``log_z`` is ``None``, and an ELBO on them is only comparable
-between fits, not to a constant. The paper (and seed 003) plot them on ``[-4, 4]^2``.
+any box they are cut to; their ``log_z`` is ``None``, and an ELBO on them is not a measure of fit:
+a flow raises it by spreading along ``z1``. The paper (and seed 003) plot them on ``[-4, 4]^2``;
+``Energy(which, window=4.0)`` (registry names ``u2-window`` ...) keeps them unchanged on
+``|z1| <= 4`` and lets them fall off outside, which makes them normalisable with an exact ``log Z``.
 
 References:
     Rezende & Mohamed. "Variational Inference with Normalizing Flows". ICML 2015, table 1.
@@ -82,14 +84,25 @@ def _u4(z: Tensor) -> Tensor:
 _ENERGIES = {"u1": _u1, "u2": _u2, "u3": _u3, "u4": _u4}
 
 
+# For U2-U4 every slice of constant z1 holds the same mass, c sqrt(2 pi) with c the sum of the
+# Gaussian widths in z2 (the w terms only shift the Gaussians): 0.4, 0.35 + 0.35, 0.4 + 0.35.
+_SLICE_WIDTH = {"u2": 0.4, "u3": 0.7, "u4": 0.75}
+
+
 class Energy(Target):
     """One of Rezende & Mohamed's 2-D energies as a target ``p~(z) = exp(-U(z))``.
 
     Args:
         which: ``"u1"``, ``"u2"``, ``"u3"`` or ``"u4"``.
+        window: for U2-U4 only: multiply by ``exp(-(max(|z1| - window, 0) / edge)^2 / 2)``, which
+            keeps the density unchanged on ``|z1| <= window`` (the paper plots ``[-4, 4]^2``) and
+            makes it normalisable, with an exact ``log Z`` (each slice of constant ``z1`` holds
+            ``c sqrt(2 pi)``, ``c`` = 0.4, 0.7, 0.75 for U2, U3, U4):
+            ``log Z = log(c sqrt(2 pi) (2 window + edge sqrt(2 pi)))``.
+        edge: the width of the window's Gaussian fall-off.
 
-    ``log_z`` is 1.8775 for U1 and ``None`` for U2-U4 (not normalisable, see the module).
-    No reference draws. Cost: O(n) elementwise operations.
+    ``log_z`` is 1.8775 for U1, exact for windowed U2-U4 and ``None`` for plain U2-U4 (not
+    normalisable, see the module). No reference draws. Cost: O(n) elementwise operations.
 
     References:
         Rezende & Mohamed. "Variational Inference with Normalizing Flows". ICML 2015, table 1.
@@ -98,20 +111,36 @@ class Energy(Target):
         >>> import torch
         >>> U1().log_density(torch.tensor([[2.0, 0.0], [0.0, 0.0]])).round(decimals=3)
         tensor([  0.0000, -17.3620])
+        >>> round(Energy("u2", window=4.0).log_z, 4)
+        2.2276
     """
 
     dim = 2
 
-    def __init__(self, which: str) -> None:
+    def __init__(self, which: str, *, window: float | None = None, edge: float = 0.5) -> None:
         key = str(which).lower()
         if key not in _ENERGIES:
             raise ValueError(f"unknown energy {which!r}; expected one of {sorted(_ENERGIES)}")
-        self.name = key
         self._u = _ENERGIES[key]
-        self.log_z = LOG_Z_U1 if key == "u1" else None
+        self.window, self.edge = window, float(edge)
+        if window is None:
+            self.name = key
+            self.log_z = LOG_Z_U1 if key == "u1" else None
+            return
+        if key == "u1":
+            raise ValueError("U1 is normalisable as it is; window= is for U2-U4")
+        if not (window > 0 and edge > 0):
+            raise ValueError(f"window and edge must be positive; got window={window}, edge={edge}")
+        self.window = float(window)
+        self.name = f"{key}-window"
+        root = math.sqrt(2 * math.pi)
+        self.log_z = math.log(_SLICE_WIDTH[key] * root * (2 * self.window + self.edge * root))
 
     def _log_density(self, z: Tensor) -> Tensor:
-        return -self._u(z)
+        out = -self._u(z)
+        if self.window is not None:
+            out = out - 0.5 * (torch.relu(z[:, 0].abs() - self.window) / self.edge) ** 2
+        return out
 
     def energy(self, z: Tensor) -> Tensor:
         """``U(z) = -log p~(z)`` for ``z`` of shape ``(*batch, 2)``."""
