@@ -22,7 +22,7 @@ from .. import diagnostics as D
 from .. import targets
 from ..errors import FlowforgeError
 from .common import Report, markdown_table
-from .vi_common import Budget, fit_and_diagnose, one_thread, summarize
+from .vi_common import Budget, fit_and_diagnose, khat_warning, one_thread, summarize
 
 __all__ = ["CLAIM", "NAME", "PUBLISHED", "SEED", "run"]
 
@@ -349,6 +349,7 @@ def run(*, quick: bool, out: Path, seed: int) -> dict:
             f"{best['kl']:.3f}, k-hat {best['khat_mean']:.2f}"
             f"{' (not judged on the quick budget)' if quick else ''}.",
         )
+    khat_warning(report, done)
     results = {
         "rows": rows,
         "groups": groups,

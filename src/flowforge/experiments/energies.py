@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from .. import targets
 from ..errors import FlowforgeError
 from .common import Report, markdown_table
-from .vi_common import Budget, fit_and_diagnose, one_thread
+from .vi_common import Budget, fit_and_diagnose, khat_warning, one_thread
 
 __all__ = ["CLAIM", "NAME", "SEED", "run"]
 
@@ -188,6 +188,7 @@ def run(*, quick: bool, out: Path, seed: int) -> dict:
         f"{best['elbo']:.4f} ± {best['elbo_se']:.4f}, {gap:.4f} nats below log Z = 1.8775 "
         f"(target: within 0.02{'; not judged on the quick budget' if quick else ''}).",
     )
+    khat_warning(report, rows)
     flagged = [r for r in rows if r.get("status") == "misses"]
     report.section(
         "Missed mass (issue 13)",

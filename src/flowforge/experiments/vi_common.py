@@ -26,7 +26,7 @@ from ..flow import Flow
 from ..train import fit_vi
 from ..transforms import Diagonal
 
-__all__ = ["FAMILIES", "Budget", "build", "fit_and_diagnose", "one_thread", "summarize"]
+__all__ = ["FAMILIES", "Budget", "build", "fit_and_diagnose", "khat_warning", "one_thread", "summarize"]
 
 
 @contextmanager
@@ -174,3 +174,17 @@ def summarize(rows: list[dict], keys: tuple[str, ...] = ("family", "depth")) -> 
         g["fit_seconds"] = sum(r["fit_seconds"] for r in rs) / len(rs)
         out.append(g)
     return out
+
+
+def khat_warning(report: Any, rows: list[dict]) -> None:
+    """Issue 7's honesty rule: fits with k-hat above 0.7 are named in the report's verdicts."""
+    bad = [r for r in rows if r["khat_mean"] > D.KHAT_BAD]
+    if bad:
+        names = ", ".join(
+            sorted({f"{r.get('target', r.get('energy'))} {r['family']} {r['depth']}" for r in bad})
+        )
+        report.verdict(
+            None,
+            f"warning: PSIS k-hat above {D.KHAT_BAD} (mean over sample sets) in {len(bad)} of {len(rows)} "
+            f"fits, whose importance weights (and ELBOs as estimates of log Z) are unreliable: {names}.",
+        )
