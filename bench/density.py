@@ -45,7 +45,9 @@ from flowforge.transforms.dequantize import bits_per_dim, uniform_dequantize
 LIBRARIES = ("flowforge", "zuko", "nflows", "normflows")
 MODELS = ("MAF", "RealNVP", "NSF-AR", "NSF-C", "Glow")
 DATASETS = (*TOY2D, "digits")
-IMAGE_MODELS = ("Glow",)  # models of (C, H, W) images; the others see flat vectors
+IMAGE_MODELS = ("Glow",)
+# On 2-D points a coupling NSF is the autoregressive one with a fixed order: run it on digits only.
+DEFAULT_2D = ("MAF", "RealNVP", "NSF-AR")  # models of (C, H, W) images; the others see flat vectors
 # The shared architecture: conditioners with two hidden layers of 64 everywhere.
 HIDDEN = 64
 ARCH = {
@@ -410,7 +412,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--datasets", default=",".join(DATASETS), help=f"comma-separated from {', '.join(DATASETS)}"
     )
-    p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated from {', '.join(MODELS)}")
+    p.add_argument(
+        "--models",
+        default="auto",
+        help=f"comma-separated from {', '.join(MODELS)}\n"
+        f"(auto: {', '.join(DEFAULT_2D)} on 2-D sets, all on digits)",
+    )
     p.add_argument("--libraries", default=",".join(LIBRARIES), help="comma-separated")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch-size", type=int, default=512)
@@ -439,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     datasets = [s for s in args.datasets.split(",") if s]
-    chosen_models = [s for s in args.models.split(",") if s]
+    chosen_models = list(MODELS) if args.models == "auto" else [s for s in args.models.split(",") if s]
     for m in chosen_models:
         if m not in MODELS:
             raise SystemExit(f"unknown model {m!r}; expected some of {', '.join(MODELS)}")
@@ -474,7 +481,10 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for seed in seeds:
             data = load_data(dataset, args.n_train, args.n_test, seed)
-            for model in chosen_models:
+            wanted = chosen_models
+            if args.models == "auto" and data.levels is None:
+                wanted = list(DEFAULT_2D)
+            for model in wanted:
                 for library in libraries:
                     if model in IMAGE_MODELS and data.levels is None:
                         continue  # an image model on 2-D points: nothing to compare

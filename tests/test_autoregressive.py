@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 import flowforge as ff
 from flowforge import models
@@ -90,31 +91,34 @@ def test_narrow_made_stays_autoregressive_with_fewer_passes():
     assert torch.equal(jac > 0, net.dependencies())
 
 
-def _count_evaluations(t: T.Autoregressive) -> list[int]:
-    calls = [0]
-    original = t.made._evaluate
-
-    def counted(*args, **kwargs):
-        calls[0] += 1
-        return original(*args, **kwargs)
-
-    t.made._evaluate = counted
-    return calls
+def _matmul_flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
 
 
-@pytest.mark.parametrize("hidden", [(32, 32), (2,)], ids=["full", "narrow"])
-def test_sequential_direction_uses_one_pass_per_level(hidden):
+@pytest.mark.parametrize(
+    ("hidden", "context", "levels"),
+    [((32, 32), None, 6), ((2,), None, 3), ((16, 8), 3, 6)],
+    ids=["full", "narrow", "context"],
+)
+def test_sequential_direction_costs_one_made_pass(hidden, context, levels):
     torch.manual_seed(3)
     d = 6
-    maf = T.MaskedAffineAutoregressive(d, hidden=hidden).double()
+    maf = T.MaskedAffineAutoregressive(d, hidden=hidden, ordering="random", context_features=context).double()
     _perturb(maf)
-    calls = _count_evaluations(maf)
     z = torch.randn(7, d, dtype=torch.float64)
-    x, ladj = maf(z)
-    assert calls[0] == maf.made.passes == (d if hidden == (32, 32) else 3)
-    calls[0] = 0
-    z2, back = maf.inverse(x)
-    assert calls[0] == 1
+    c = None if context is None else torch.randn(7, context, dtype=torch.float64)
+    assert maf.made.passes == levels
+    # Every hidden unit is computed at most once over all levels ...
+    for i, counts in enumerate(maf.made.schedule()):
+        units = getattr(maf.made, f"units{i}")
+        assert sum(counts) == len(units) == len(set(units.tolist())) <= hidden[i]
+    # ... so the d sequential steps do no more matrix arithmetic than one pass of the MADE.
+    one_pass = _matmul_flops(lambda: maf.made(z, c))
+    assert 0 < _matmul_flops(lambda: maf(z, c)) <= one_pass
+    x, ladj = maf(z, c)
+    z2, back = maf.inverse(x, c)
     torch.testing.assert_close(z2, z, rtol=0, atol=1e-10)
     torch.testing.assert_close(back, -ladj, rtol=0, atol=1e-10)
 

@@ -65,7 +65,8 @@ def MAF(
         activation: the MADEs' activation.
         scale_bound: soft bound on each layer's log-scale (``None`` for none).
 
-    Cost: ``log_prob`` is ``transforms`` MADE passes; ``sample`` is ``d`` passes per layer.
+    Cost: ``log_prob`` is ``transforms`` MADE passes; ``sample`` the same arithmetic in ``d``
+    sequential steps per layer.
 
     References:
         Papamakarios, Pavlakou, Murray. "Masked Autoregressive Flow for Density Estimation". NeurIPS 2017.
@@ -106,7 +107,7 @@ def IAF(
     Each layer is an :class:`~flowforge.transforms.InverseAutoregressive` (``x = z exp(s(z)) + t(z)``
     with ``(t_i, s_i)`` a MADE of ``z_{<i}``), with permutations in between.
     Sampling and ``rsample_and_log_prob`` take one pass per layer, which is what variational
-    inference needs; ``log_prob`` of given data takes ``d`` passes per layer.
+    inference needs; ``log_prob`` of given data takes ``d`` sequential steps per layer.
 
     Args:
         features: the dimension ``d``.
@@ -118,7 +119,8 @@ def IAF(
         activation: the MADEs' activation.
         scale_bound: soft bound on each layer's log-scale (``None`` for none).
 
-    Cost: ``sample`` is ``transforms`` MADE passes; ``log_prob`` is ``d`` passes per layer.
+    Cost: ``sample`` is ``transforms`` MADE passes; ``log_prob`` the same arithmetic in ``d``
+    sequential steps per layer.
 
     References:
         Kingma, Salimans, Jozefowicz, Chen, Sutskever, Welling. "Improved Variational Inference with

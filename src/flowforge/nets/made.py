@@ -49,6 +49,11 @@ def _input_degrees(features: int, ordering: str | Sequence[int], seed: int) -> T
     return torch.argsort(order) + 1
 
 
+def _append(prefix: Tensor, new: Tensor) -> Tensor:
+    """``prefix`` with ``new`` appended along the last dimension (no copy while ``prefix`` is empty)."""
+    return new if prefix.shape[-1] == 0 else torch.cat([prefix, new], dim=-1)
+
+
 class MADE(nn.Module):
     """Masked autoencoder for distribution estimation: ``(..., d) -> (..., d, n_params)``.
 
@@ -73,7 +78,9 @@ class MADE(nn.Module):
         zero_last: start the output layer at zero (a layer fed by it starts as the identity).
 
     Cost: one pass is that of the dense MLP, ``O(d h + h^2 + h d P)`` per sample, plus one
-    elementwise product per weight matrix for the masks. :meth:`solve` needs ``passes`` of them.
+    elementwise product per weight matrix for the masks. :meth:`solve` computes every hidden
+    unit once over its ``passes`` sequential steps: about one pass of arithmetic in all, plus a
+    few small operations per step.
 
     References:
         Germain, Gregor, Murray, Larochelle. "MADE: Masked Autoencoder for Distribution
@@ -169,16 +176,45 @@ class MADE(nn.Module):
             parents = dep[i].nonzero().squeeze(-1)
             level[i] = level[parents].max() + 1 if parents.numel() else 0
         index = torch.argsort(level, stable=True)
-        sizes = torch.bincount(level).tolist()
+        sizes = [s for s in torch.bincount(level).tolist() if s > 0]
         rows = (index[:, None] * self.n_params + torch.arange(self.n_params)).reshape(-1)
         self.register_buffer("level_index", index, persistent=False)
         self.register_buffer("level_rows", rows, persistent=False)
-        self._level_sizes = [s for s in sizes if s > 0]
+        self.register_buffer("level_order", torch.argsort(index), persistent=False)
+        self._level_sizes = sizes
+        self._build_schedule(index, sizes)
+
+    def _build_schedule(self, index: Tensor, sizes: list[int]) -> None:
+        # Which hidden units :meth:`solve` computes at each level: those the level's outputs need
+        # that no earlier level computed. A unit only reads inputs of lower levels (else an output
+        # would depend on its own level), so its value is final the first time, and every hidden
+        # unit is computed at most once over all levels: sampling costs one MADE pass in total.
+        hidden = len(self.layers) - 1
+        done = [torch.zeros(self.layers[i].out_features, dtype=torch.bool) for i in range(hidden)]
+        order: list[list[Tensor]] = [[] for _ in range(hidden)]
+        self._unit_counts: list[list[int]] = [[] for _ in range(hidden)]
+        start = 0
+        for size in sizes:
+            rows = self.level_rows[start * self.n_params : (start + size) * self.n_params]
+            needed = getattr(self, f"mask{hidden}")[rows].bool().any(0) if hidden else None
+            for i in reversed(range(hidden)):
+                new = needed & ~done[i]
+                done[i] |= new
+                order[i].append(new.nonzero().squeeze(-1))
+                self._unit_counts[i].append(int(new.sum()))
+                needed = getattr(self, f"mask{i}")[new].bool().any(0) if i > 0 else None
+            start += size
+        for i in range(hidden):
+            self.register_buffer(f"units{i}", torch.cat(order[i]), persistent=False)
 
     @property
     def passes(self) -> int:
-        """Network passes :meth:`solve` needs: the number of dependency levels (``d`` for a full MADE)."""
+        """Sequential steps of :meth:`solve`: the number of dependency levels (``d`` for a full MADE)."""
         return len(self._level_sizes)
+
+    def schedule(self) -> list[list[int]]:
+        """Hidden units :meth:`solve` computes at each level, per hidden layer (``[layer][level]``)."""
+        return [list(counts) for counts in self._unit_counts]
 
     # -- evaluation ---------------------------------------------------------------------
     def _masked(self) -> list[tuple[Tensor, Tensor]]:
@@ -201,17 +237,13 @@ class MADE(nn.Module):
         if x.dim() < 1 or x.shape[-1] != self.features:
             raise ShapeError(f"MADE expects inputs of shape (..., {self.features}); got {tuple(x.shape)}")
 
-    def _evaluate(
-        self, x: Tensor, ctx: Tensor | None, weights: list[tuple[Tensor, Tensor]], rows: Tensor | None
-    ) -> Tensor:
+    def _evaluate(self, x: Tensor, ctx: Tensor | None, weights: list[tuple[Tensor, Tensor]]) -> Tensor:
         h = x
         last = len(weights) - 1
         for i, (w, b) in enumerate(weights):
-            if i == last and rows is not None:
-                w, b = w[rows], b[rows]
             h = F.linear(h, w, b)
             if i == 0 and ctx is not None:
-                h = h + (ctx[..., rows] if (last == 0 and rows is not None) else ctx)
+                h = h + ctx
             if i < last:
                 h = self.activation(h)
         return h.unflatten(-1, (-1, self.n_params))
@@ -222,7 +254,7 @@ class MADE(nn.Module):
         The batch shapes of ``x`` and the context broadcast.
         """
         self._check(x)
-        return self._evaluate(x, self._context_term(context, x), self._masked(), None)
+        return self._evaluate(x, self._context_term(context, x), self._masked())
 
     def solve(
         self,
@@ -236,7 +268,9 @@ class MADE(nn.Module):
         ``(..., n)``, with their parameters ``(..., n, n_params)`` to ``(x_part, aux)``, both
         ``(..., n)``. Pass ``k`` computes the features of level ``k`` from the ones already
         solved, so the result is exact after :attr:`passes` passes (no fixed-point iteration).
-        The hidden layers run in full each pass; the output layer only for that level's rows.
+        Each pass computes only the hidden units and output rows that level needs and no earlier
+        level computed, so all passes together cost about one MADE pass (plus a few small
+        operations per level), not ``passes`` of them.
 
         Returns:
             ``(x, aux summed over features)``; ``x`` has the broadcast batch shape of ``y``
@@ -253,22 +287,46 @@ class MADE(nn.Module):
             True
         """
         self._check(y)
-        weights = self._masked()
         ctx = self._context_term(context, y)
         batch = y.shape[:-1] if ctx is None else torch.broadcast_shapes(y.shape[:-1], ctx.shape[:-1])
-        y = y.expand(*batch, self.features)
-        x = y.new_zeros(*batch, self.features)
+        hidden = len(self.layers) - 1
+        # Work in computation order: features by level, hidden units in the order they are first
+        # needed. Each layer's activations then grow by appending (no scatter), and a unit only
+        # reads a prefix of the layer below, since everything it depends on was computed earlier.
+        orders = [self.level_index] + [getattr(self, f"units{i}") for i in range(hidden)]
+        weights, biases = [], []
+        for i, (w, b) in enumerate(self._masked()):
+            rows = self.level_rows if i == hidden else orders[i + 1]
+            weights.append(w[rows][:, orders[i]])
+            biases.append(b[rows])
+        if ctx is not None:
+            ctx = ctx[..., self.level_rows if hidden == 0 else orders[1]]
+        y = y.expand(*batch, self.features)[..., self.level_index]
+        acts = [y.new_zeros(*batch, 0) for _ in range(hidden + 1)]  # solved x, then each layer
         total = y.new_zeros(batch)
-        start = 0
+        offsets = [0] * (hidden + 1)
         p = self.n_params
-        for size in self._level_sizes:
-            index = self.level_index[start : start + size]
-            params = self._evaluate(x, ctx, weights, self.level_rows[start * p : (start + size) * p])
-            part, aux = step(y[..., index], params)
-            x = x.index_copy(-1, index, part)
+        for level, size in enumerate(self._level_sizes):
+            for i in range(hidden):
+                count = self._unit_counts[i][level]
+                if count == 0:
+                    continue
+                lo, known = offsets[i + 1], acts[i].shape[-1]
+                new = F.linear(acts[i], weights[i][lo : lo + count, :known], biases[i][lo : lo + count])
+                if i == 0 and ctx is not None:
+                    new = new + ctx[..., lo : lo + count]
+                acts[i + 1] = _append(acts[i + 1], self.activation(new))
+                offsets[i + 1] += count
+            lo, known = offsets[0], acts[hidden].shape[-1]
+            rows = slice(lo * p, (lo + size) * p)
+            out = F.linear(acts[hidden], weights[hidden][rows, :known], biases[hidden][rows])
+            if hidden == 0 and ctx is not None:
+                out = out + ctx[..., rows]
+            part, aux = step(y[..., lo : lo + size], out.unflatten(-1, (size, p)))
+            acts[0] = _append(acts[0], part)
+            offsets[0] += size
             total = total + aux.sum(-1)
-            start += size
-        return x, total
+        return acts[0][..., self.level_order], total
 
     def extra_repr(self) -> str:
         ctx = f", context_features={self.context_features}" if self.context_features is not None else ""

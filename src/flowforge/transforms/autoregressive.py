@@ -17,9 +17,10 @@ for the affine map that puts the shift after the scale on the side the network r
 ``bench/README.md``). Both Jacobians are triangular in the ordering, so ``log|det| = sum_i log|f'|``
 in either direction.
 
-The sequential direction is exact, not iterative: it runs one MADE pass per dependency level
-(``d`` for a full MADE; fewer when narrow hidden layers leave fewer levels), each computing
-only that level's output rows (:meth:`flowforge.nets.MADE.solve`).
+The sequential direction is exact, not iterative: it takes one step per dependency level
+(``d`` for a full MADE; fewer when narrow hidden layers leave fewer levels), and each step
+computes only the hidden units and output rows that no earlier step computed, so the ``d``
+steps together do the arithmetic of one MADE pass (:meth:`flowforge.nets.MADE.solve`).
 """
 
 from __future__ import annotations
@@ -67,9 +68,9 @@ class Autoregressive(Transform):
         activation: the MADE's activation.
 
     Cost: with batch ``B``, width ``h`` and ``P`` parameters per feature, the one-pass
-    direction is one MADE pass, ``O(B (d h + h^2 + h d P))``; the other takes ``L`` passes of the
-    hidden layers (``L`` = :attr:`~flowforge.nets.MADE.passes`, ``d`` for a full MADE) and one
-    output layer in total, ``O(L B (d h + h^2) + B h d P)``, run one after the other.
+    direction is one MADE pass, ``O(B (d h + h^2 + h d P))``. The other has the same arithmetic
+    split into ``L`` sequential steps (``L`` = :attr:`~flowforge.nets.MADE.passes`, ``d`` for a
+    full MADE), each a few small operations, plus ``O(L B (d + h))`` for growing the activations.
 
     References:
         Germain, Gregor, Murray, Larochelle. "MADE". ICML 2015.
@@ -119,7 +120,7 @@ class Autoregressive(Transform):
         self.context_features = self.made.context_features
         self.one_pass = one_pass
         self.cheap_direction = one_pass
-        passes = f"closed form, sequential: {self.made.passes} MADE passes"
+        passes = f"closed form, sequential: {self.made.passes} steps (one MADE pass of arithmetic)"
         self.inverse_method = "closed form, one MADE pass" if one_pass == "inverse" else passes
 
     def extra_repr(self) -> str:
@@ -150,12 +151,12 @@ class MaskedAffineAutoregressive(Autoregressive):
 
     Density (inverse, data ``y`` -> base ``x``) in one MADE pass, ``log|det dx/dy| = sum s``.
     Sampling (forward) solves ``y_i = (x_i - t_i) exp(-s_i)`` in :attr:`~flowforge.nets.MADE.passes`
-    (``= d``) MADE passes. This is Papamakarios et al.'s ``y_i = x_i exp(a_i) + m_i`` with
-    ``a = -s``, ``m = -t exp(-s)``: the same family, with the shift applied after the scale on
-    the density side, which trains faster. The log-scale is softly bounded,
+    (``= d``) sequential steps that together cost one MADE pass. This is Papamakarios et al.'s
+    ``y_i = x_i exp(a_i) + m_i`` with ``a = -s``, ``m = -t exp(-s)``: the same family, with the
+    shift applied after the scale on the density side, which trains faster. The log-scale is softly bounded,
     ``s = B tanh(s_raw / B)`` (``scale_bound=B``; ``None`` for none).
 
-    Cost: density ``O(B (d h + h^2 + 2 h d))``; sampling ``d`` times the hidden layers.
+    Cost: density ``O(B (d h + h^2 + 2 h d))``; sampling the same in ``d`` sequential steps.
     Other keyword options as in :class:`Autoregressive`.
 
     References:
@@ -193,7 +194,7 @@ class MaskedAffineAutoregressive(Autoregressive):
 
 
 class InverseAutoregressive(Autoregressive):
-    """IAF layer: sampling (forward) in one MADE pass, density (inverse) in ``d`` passes.
+    """IAF layer: sampling (forward) in one MADE pass, density (inverse) in ``d`` sequential steps.
 
     With the affine default, ``y = x exp(s(x)) + t(x)`` with ``(t_i, s_i) = MADE_i(x_{<i}, c)``,
     ``log|det dy/dx| = sum s``: Kingma et al.'s ``y = mu + sigma x``. The density (inverse) solves
@@ -202,7 +203,7 @@ class InverseAutoregressive(Autoregressive):
     affine map (``transformer=``). Suited to variational inference, where samples and their
     densities come from one forward pass.
 
-    Cost: sampling ``O(B (d h + h^2 + h d P))``; density ``d`` times the hidden layers.
+    Cost: sampling ``O(B (d h + h^2 + h d P))``; density the same in ``d`` sequential steps.
     Other keyword options as in :class:`Autoregressive`.
 
     References:
@@ -250,7 +251,7 @@ class MaskedSplineAutoregressive(Autoregressive):
     density in one MADE pass, sampling (``y_i = RQS^{-1}(x_i; theta_i(y_{<i}, c))``) in ``d``.
     ``3 bins - 1`` parameters per feature.
 
-    Cost: density ``O(B (d h + h^2 + h d K))``; sampling ``d`` times the hidden layers.
+    Cost: density ``O(B (d h + h^2 + h d K))``; sampling the same in ``d`` sequential steps.
     Other keyword options as in :class:`Autoregressive`.
 
     References:
