@@ -11,9 +11,11 @@ scored in bits per dimension (:func:`flowforge.transforms.dequantize.bits_per_di
 dequantization bound averaged over ``--test-draws`` noise draws).
 
 Printed per run: test NLL (nats; bits/dim for digits), the gap to the exact entropy where it
-is known (checkerboard, 8gaussians), ms per training step (the median over blocks of 50 steps,
-robust to other load on the machine), samples per second (best of 3 calls), and the parameter
-count. Peers are optional (``pip install -e ".[bench]"``); a library that is not importable, or a
+is known (checkerboard, 8gaussians), ms per training step and samples per second, and the
+parameter count. Speeds are measured after training, with the libraries taking turns over
+several rounds (best round kept), so that the load of a shared machine hits all of them alike.
+
+Peers are optional (``pip install -e ".[bench]"``); a library that is not importable, or a
 model it does not offer with the same architecture, is skipped with a printed note.
 
 Run ``python bench/density.py --help``; ``--quick`` is a smoke run of a few minutes.
@@ -277,25 +279,17 @@ def evaluate_nll(
     return total / (draws * len(data.test)) + data.log_scale(image=image)
 
 
-def samples_per_second(built: Built, n: int, repeats: int = 3, slow: float = 2.0) -> float:
-    """Best throughput of ``repeats`` calls of ``n`` samples (one call if a call takes over ``slow`` s)."""
-    built.module.eval()
-    best = math.inf
-    with torch.no_grad():
-        start = time.perf_counter()
-        built.sample(max(1, n // 10))  # a probe: sequential samplers can be slow at d = 64
-        probe = time.perf_counter() - start
-        if probe * 10 > slow:
-            repeats = 1
-        for _ in range(repeats):
-            start = time.perf_counter()
-            built.sample(n)
-            best = min(best, time.perf_counter() - start)
-    built.module.train()
-    return n / best
+@dataclass
+class Trained:
+    built: Built
+    opt: torch.optim.Optimizer
+    params: list[Tensor]
+    image: bool
+    record: dict
 
 
-def run(library: str, model: str, data: Data, args: argparse.Namespace, seed: int) -> dict:
+def train(library: str, model: str, data: Data, args: argparse.Namespace, seed: int) -> Trained:
+    """Train one library's model with the shared loop and score it on the test set."""
     image = model in IMAGE_MODELS
     if image and data.levels is None:
         raise Unavailable(f"{model} is an image model and {data.name} is not an image data set")
@@ -334,7 +328,7 @@ def run(library: str, model: str, data: Data, args: argparse.Namespace, seed: in
     if diverged is None:
         nll = evaluate_nll(built, data, image=image, draws=args.test_draws, seed=seed)
     dims = math.prod(data.image_shape)
-    return {
+    record = {
         "dataset": data.name,
         "library": library,
         "model": model,
@@ -343,12 +337,63 @@ def run(library: str, model: str, data: Data, args: argparse.Namespace, seed: in
         "bits_per_dim": None if data.levels is None else bits_per_dim(nll, dims, levels=data.levels),
         "entropy": data.entropy,
         "gap": None if data.entropy is None else nll - data.entropy,
-        "ms_per_step": statistics.median(block_times) if block_times else train_s / max(1, step + 1) * 1e3,
-        "samples_per_s": math.nan if diverged is not None else samples_per_second(built, args.sample_n),
+        "ms_per_step": math.nan,
+        "samples_per_s": math.nan,
+        "samples_timed": 0,
+        "train_ms_per_step": statistics.median(block_times) if block_times else train_s / (step + 1) * 1e3,
         "params": sum(p.numel() for p in params),
         "train_s": train_s,
         "diverged_at": diverged,
     }
+    return Trained(built, opt, params, image, record)
+
+
+def _sample_seconds(built: Built, n: int) -> float:
+    start = time.perf_counter()
+    built.sample(n)
+    return time.perf_counter() - start
+
+
+def time_interleaved(runs: list[Trained], data: Data, args: argparse.Namespace, seed: int) -> None:
+    """ms/step and samples/s of trained models, in alternating rounds (best round of each).
+
+    The libraries take turns, ``--timing-rounds`` times, so that the load of a shared machine
+    hits all of them alike: timing each library right after its own training would not.
+    A training step here is the one of the benchmark (forward, backward, clip, Adam) on one
+    fixed batch; sampling draws the same number of samples in every library, fewer than
+    ``--sample-n`` when the slowest sampler would need more than about 5 s for them.
+    """
+    runs = [r for r in runs if r.record["diverged_at"] is None]
+    if not runs:
+        return
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, len(data.train), (args.batch_size,), generator=gen)
+    for r in runs:
+        r.built.module.eval()
+    with torch.no_grad():
+        probe = max(_sample_seconds(r.built, 100) / 100 for r in runs)  # seconds per sample
+    for r in runs:
+        r.built.module.train()
+    n = max(100, min(args.sample_n, int(5.0 / probe)))
+    best_step = [math.inf] * len(runs)
+    best_sample = [math.inf] * len(runs)
+    for _ in range(args.timing_rounds):
+        for i, r in enumerate(runs):
+            x = data.features(data.train[idx], gen, image=r.image)
+            start = time.perf_counter()
+            for _ in range(args.timing_steps):
+                loss = -r.built.log_prob(x).mean()
+                r.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(r.params, args.clip)
+                r.opt.step()
+            best_step[i] = min(best_step[i], (time.perf_counter() - start) / args.timing_steps)
+            r.built.module.eval()
+            with torch.no_grad():
+                best_sample[i] = min(best_sample[i], _sample_seconds(r.built, n))
+            r.built.module.train()
+    for i, r in enumerate(runs):
+        r.record.update(ms_per_step=best_step[i] * 1e3, samples_per_s=n / best_sample[i], samples_timed=n)
 
 
 # -- reporting -------------------------------------------------------------------------------
@@ -427,7 +472,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-train", type=int, default=20_000)
     p.add_argument("--n-test", type=int, default=50_000)
     p.add_argument("--test-draws", type=int, default=5, help="dequantization draws averaged on test images")
-    p.add_argument("--sample-n", type=int, default=10_000, help="samples per timed sampling call")
+    p.add_argument("--sample-n", type=int, default=10_000, help="samples per timed sampling call (at most)")
+    p.add_argument("--timing-rounds", type=int, default=5, help="interleaved timing rounds (best one kept)")
+    p.add_argument("--timing-steps", type=int, default=20, help="training steps per timing round")
     p.add_argument("--max-run-minutes", type=float, default=30.0, help="skip a run projected to take longer")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--json", default="bench/results/density.json", help="where to write the results")
@@ -485,27 +532,34 @@ def main(argv: list[str] | None = None) -> int:
             if args.models == "auto" and data.levels is None:
                 wanted = list(DEFAULT_2D)
             for model in wanted:
+                if model in IMAGE_MODELS and data.levels is None:
+                    continue  # an image model on 2-D points: nothing to compare
+                group = []
                 for library in libraries:
-                    if model in IMAGE_MODELS and data.levels is None:
-                        continue  # an image model on 2-D points: nothing to compare
                     try:
-                        record = run(library, model, data, args, seed)
+                        trained = train(library, model, data, args, seed)
                     except Unavailable as e:
-                        print(f"note: {library} {model}: {e}; skipped")
+                        print(f"note: {library} {model}: {e}; skipped", flush=True)
                         continue
-                    rows.append(record)
-                    write(out, meta, [*results, *rows])  # after every run: a long run can be cut short
+                    group.append(trained)
+                    r = trained.record
+                    score = f"NLL {r['test_nll']:.4f}"
+                    if r["bits_per_dim"] is not None:
+                        score += f" ({r['bits_per_dim']:.4f} bits/dim)"
                     print(
-                        f"  {dataset} {model} {library} seed {seed}: NLL {record['test_nll']:.4f}"
-                        + (
-                            ""
-                            if record["bits_per_dim"] is None
-                            else f" ({record['bits_per_dim']:.4f} bits/dim)"
-                        )
-                        + ", "
-                        f"{record['ms_per_step']:.2f} ms/step, {record['samples_per_s']:,.0f} samples/s",
+                        f"  {dataset} {model} {library} seed {seed}: {score}; {r['train_s']:.0f} s",
                         flush=True,
                     )
+                time_interleaved(group, data, args, seed)
+                for trained in group:
+                    r = trained.record
+                    print(
+                        f"    {r['library']}: {r['ms_per_step']:.2f} ms/step, "
+                        f"{r['samples_per_s']:,.0f} samples/s",
+                        flush=True,
+                    )
+                rows += [t.record for t in group]
+                write(out, meta, [*results, *rows])  # after every model: a long run can be cut short
         results += rows
         print()
         print(table(dataset, rows))
