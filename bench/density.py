@@ -479,6 +479,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--json", default="bench/results/density.json", help="where to write the results")
     p.add_argument("--quick", action="store_true", help="a smoke run: 100 steps, 3 data sets, small data")
+    p.add_argument(
+        "--render", nargs="+", metavar="JSON", help="print the tables and verdicts of saved results; train nothing"
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.steps, args.n_train, args.n_test, args.test_draws = 100, 5000, 5000, 1
@@ -487,8 +490,23 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def render(paths: list[str]) -> None:
+    """Print the markdown tables and verdicts of saved result files (how bench/README.md is written)."""
+    for path in paths:
+        saved = json.loads(Path(path).read_text())
+        meta, results = saved["meta"], saved["results"]
+        print(f"Command: `{meta['command']}` ({meta['date']}; {meta['machine']['platform']}, ", end="")
+        print(f"{meta['machine']['threads']} thread(s); versions {meta['versions']})\n")
+        for dataset in dict.fromkeys(r["dataset"] for r in results):
+            print(table(dataset, [r for r in results if r["dataset"] == dataset]) + "\n")
+        print("```text\n" + "\n".join(verdicts(results)) + "\n```\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    if args.render:
+        render(args.render)
+        return 0
     warnings.filterwarnings("ignore")  # peers' deprecation chatter
     if args.threads:
         torch.set_num_threads(args.threads)
