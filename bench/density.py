@@ -479,9 +479,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--json", default="bench/results/density.json", help="where to write the results")
     p.add_argument("--quick", action="store_true", help="a smoke run: 100 steps, 3 data sets, small data")
-    p.add_argument(
-        "--render", nargs="+", metavar="JSON", help="print the tables and verdicts of saved results; train nothing"
-    )
+    p.add_argument("--render", nargs="+", metavar="JSON", help="print saved results as tables; train nothing")
     args = p.parse_args(argv)
     if args.quick:
         args.steps, args.n_train, args.n_test, args.test_draws = 100, 5000, 5000, 1
