@@ -21,6 +21,7 @@ from ..flow import Flow
 from ..transforms.base import Compose
 from ..transforms.standardize import Standardize
 from .data import EpochSampler, as_data, digest, split
+from .distributed import World, replicate, resolve_device, setup
 from .engine import Run, _clone
 from .history import History
 from .schedule import resolve_placement
@@ -44,11 +45,19 @@ def evaluate(
     batch_size: int = 4096,
     device: torch.device | None = None,
     dtype: torch.dtype | None = None,
+    world: World | None = None,
 ) -> float:
-    """Mean negative log-likelihood of ``data`` in eval mode, in chunks (``inf`` if a point has density 0)."""
+    """Mean negative log-likelihood of ``data`` in eval mode, in chunks (``inf`` if a point has density 0).
+
+    With a distributed ``world`` every rank scores its contiguous share of the rows and the sums
+    are all-reduced: all ranks must call it, and all get the mean over all rows.
+    """
     was_training = flow.training
     flow.eval()
     total, count = 0.0, 0
+    if world is not None and world.active:
+        data = data[world.shard(data.shape[0])]
+        context = None if context is None else context[world.shard(context.shape[0])]
     try:
         for i in range(0, data.shape[0], batch_size):
             x = data[i : i + batch_size].to(device=device, dtype=dtype)
@@ -57,6 +66,8 @@ def evaluate(
             count += x.shape[0]
     finally:
         flow.train(was_training)
+    if world is not None and world.active:
+        total, count = (float(v) for v in world.sum(torch.tensor([total, count], dtype=torch.float64)))
     return total / count if math.isfinite(total) else math.inf
 
 
@@ -84,6 +95,22 @@ def _attach_standardizer(flow: Flow, data: Tensor, history: History) -> None:
         history.event(0, "constant_features", message)
         log.warning(message)
     flow.transform = Compose(flow.transform, std)
+
+
+@torch.no_grad()
+def _initialize_on_global_batch(
+    flow: Flow, x: Tensor, c: Tensor | None, sampler: EpochSampler, *, device, dtype
+) -> None:
+    # Data-dependent initialisations (ActNorm) see the first minibatch; every rank must see the
+    # whole global one, as a single process does, or the ranks' weights would start apart.
+    if not any(not bool(b) for name, b in flow.named_buffers() if name.endswith("initialized")):
+        return
+    idx = EpochSampler(sampler.n, sampler.batch_size, seed=0)
+    idx.load_state_dict(sampler.state_dict())
+    rows = idx.next()
+    flow.log_prob(
+        x[rows].to(device=device, dtype=dtype), None if c is None else c[rows].to(device=device, dtype=dtype)
+    )
 
 
 def fit(
@@ -138,6 +165,13 @@ def fit(
     sampler, history, best weights); ``resume=True`` continues from it exactly, so a CPU run
     killed and resumed ends with the same weights as an uninterrupted one. Ctrl-C finishes the
     current step, writes a checkpoint and raises ``KeyboardInterrupt``.
+
+    Under ``torchrun`` (see :mod:`flowforge.train.distributed`) the same call trains data-parallel:
+    ``batch_size`` stays the global batch, every rank draws the same global minibatch and takes its
+    contiguous share of ``batch_size / world_size`` rows (``batch_size`` must be divisible by the
+    number of processes), DistributedDataParallel averages the gradients, so the steps, and ``lr``,
+    mean what they mean in one process. Validation is split across ranks and reduced; only rank 0
+    writes checkpoints; ``resume=True`` works the same.
 
     Args:
         flow: the flow to train (moved to ``device``/``dtype``).
@@ -203,9 +237,13 @@ def fit(
     elif context is not None:
         raise ShapeError("context= was given but the flow is not conditional (no layer takes a context)")
 
+    device = resolve_device(device)
+    world = setup(device)
     if seed is not None:
         torch.manual_seed(seed)
     base_seed = int(seed) if seed is not None else int(torch.randint(0, 2**62, ()).item())
+    if world.active:
+        base_seed = world.all_gather(base_seed)[0]  # one split and one batch order for all ranks
     history_placeholder = History("ml")
     if val_data is not None:
         train_idx, val_idx = torch.arange(n), None
@@ -234,6 +272,12 @@ def fit(
     if patience is not None and val_x is None:
         raise ValueError("patience= needs validation data: set val_fraction > 0 or pass val_data=")
     sampler = EpochSampler(n_train, batch_size, seed=base_seed + 1)
+    if sampler.batch_size % world.size:
+        raise ValueError(
+            f"batch_size is the global batch and must be divisible by the {world.size} processes; "
+            f"got {sampler.batch_size}"
+        )
+    share = world.shard(sampler.batch_size)
 
     best: dict = {"loss": math.inf, "step": 0, "state": None, "bad": 0, "stopped": False}
 
@@ -272,6 +316,7 @@ def fit(
         get_extra=get_extra,
         set_extra=set_extra,
         compile=compile,
+        world=world,
     )
     history = run.history
     if run.step == 0:
@@ -279,14 +324,17 @@ def fit(
     if run.finished:
         flow.eval()
         return history
+    call = replicate(flow, world)
+    if world.active and run.step == 0:
+        _initialize_on_global_batch(flow, train_x, train_c, sampler, device=device, dtype=dtype)
 
     with run.running("fit") as bar:
         while run.step < total and not best["stopped"]:
-            idx = sampler.next()
+            idx = sampler.next()[share]
             x = train_x[idx].to(device=device, dtype=dtype)
             c = None if train_c is None else train_c[idx].to(device=device, dtype=dtype)
             loss, norm = run.optimize(
-                lambda x=x, c=c: nll(flow, x, c),
+                lambda x=x, c=c: call(nll, x, c),
                 lambda x=x, c=c, idx=idx: _culprits(flow, x, c, train_idx[idx]),
             )
             step = run.step + 1
@@ -295,7 +343,7 @@ def fit(
             )
             info = f"loss {loss:.4f}"
             if val_x is not None and (step % eval_every == 0 or step == total):
-                v = evaluate(flow, val_x, val_c, device=device, dtype=dtype)
+                v = evaluate(flow, val_x, val_c, device=device, dtype=dtype, world=world)
                 history.log_eval(step=step, val_loss=v)
                 if v < best["loss"]:
                     best.update(loss=v, step=step, state=_clone(flow.state_dict()), bad=0)
