@@ -18,6 +18,7 @@ __all__ = ["EXPERIMENTS", "get"]
 EXPERIMENTS: dict[str, str] = {
     "energies": "energies",
     "eight-schools": "eight_schools",
+    "padding": "padding",
 }
 
 
