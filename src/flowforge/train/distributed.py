@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import inspect
 import logging
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-__all__ = ["World", "env_rank", "replicate", "resolve_device", "setup"]
+__all__ = ["World", "env_rank", "reduce_vi_stats", "replicate", "resolve_device", "setup"]
 
 log = logging.getLogger("flowforge.train")
 
@@ -177,12 +178,12 @@ class _Call(nn.Module):
         super().__init__()
         self.flow = flow
 
-    def forward(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return fn(self.flow, *args)
+    def forward(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return fn(self.flow, *args, **kwargs)
 
 
 def replicate(flow: nn.Module, world: World) -> Callable[..., Any]:
-    """A caller ``call(fn, *args) -> fn(flow, *args)`` whose backward all-reduces the gradients.
+    """A caller ``call(fn, *args, **kwargs) -> fn(flow, *args, **kwargs)`` whose backward all-reduces.
 
     Single process: a plain call. Several: the call runs inside the forward of a
     :class:`~torch.nn.parallel.DistributedDataParallel` module, which first broadcasts rank 0's
@@ -190,10 +191,42 @@ def replicate(flow: nn.Module, world: World) -> Callable[..., Any]:
     Buffers are not broadcast at every step (the flows' buffers are fixed once built).
     """
     if not world.active:
-        return lambda fn, *args: fn(flow, *args)
+        return lambda fn, *args, **kwargs: fn(flow, *args, **kwargs)
     device = next(flow.parameters()).device
     ddp = nn.parallel.DistributedDataParallel
     # Newer torch renamed broadcast_buffers (and warns about the old name); both sync at start.
     names = inspect.signature(ddp.__init__).parameters
     no_sync = {"forward_sync_buffers" if "forward_sync_buffers" in names else "broadcast_buffers": False}
     return ddp(_Call(flow), device_ids=[device.index] if device.type == "cuda" else None, **no_sync)
+
+
+def reduce_vi_stats(world: World, stats: dict, draws: int) -> dict:
+    """The ELBO statistics of one VI step over all ranks, from each rank's :func:`~flowforge.train.vi_loss`.
+
+    ``draws`` is this rank's number of target evaluations (samples times ``iw``). The ELBO is
+    the mean of ``log p - log q`` over every rank's finite draws, ``elbo_se`` its standard error,
+    ``nonfinite`` the total count and ``iw_bound`` the mean of the ranks' bounds.
+
+    Example:
+        >>> reduce_vi_stats(World(), {"elbo": 1.0, "elbo_se": 0.1, "nonfinite": 0}, 8)["elbo"]
+        1.0
+    """
+    if not world.active:
+        return stats
+    n = draws - int(stats["nonfinite"])
+    mean = stats["elbo"] if n else 0.0
+    # The unbiased variance times (n - 1), recovered from the standard error se = std / sqrt(n).
+    m2 = stats["elbo_se"] ** 2 * n * (n - 1) if n > 1 else 0.0
+    bound = stats.get("iw_bound", 0.0)
+    parts = [n, n * mean, m2, n * mean * mean, stats["nonfinite"], bound, float(bound == bound)]
+    total_n, total, m2_sum, squares, bad, bounds, finite = world.sum(torch.tensor(parts)).tolist()
+    out = dict(stats, nonfinite=int(bad))
+    out["elbo"] = total / total_n if total_n else math.nan
+    if total_n > 1:
+        spread = m2_sum + squares - total_n * out["elbo"] ** 2
+        out["elbo_se"] = math.sqrt(max(spread, 0.0) / (total_n - 1) / total_n)
+    else:
+        out["elbo_se"] = math.nan
+    if "iw_bound" in stats:
+        out["iw_bound"] = bounds / world.size if finite == world.size else math.nan
+    return out

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ..errors import FlowforgeError, ShapeError
 from ..flow import Flow
+from .distributed import reduce_vi_stats, replicate, resolve_device, setup
 from .engine import Run
 from .history import History
 from .schedule import resolve_placement
@@ -203,6 +204,11 @@ def fit_vi(
 
     Rollbacks, checkpoints, resume, progress and Ctrl-C behave as in :func:`~flowforge.fit`.
 
+    Under ``torchrun`` the ``samples`` of a step are split evenly across the processes (it must be
+    divisible by their number), each process drawing its share from its own random stream (rank
+    ``r`` seeds ``seed + 1000003 r``); DistributedDataParallel averages the gradients and the
+    ELBO, its standard error and the non-finite counts are reduced over all ranks.
+
     Args:
         flow: the flow ``q`` (its ``rsample_and_log_prob`` runs the generative direction only).
         log_density: ``p~``: takes ``(n, *event)`` points and returns ``(n,)`` log-densities,
@@ -258,8 +264,17 @@ def fit_vi(
             raise ValueError(f"anneal must be (beta0 in (0, 1], steps >= 1); got {anneal!r}")
         anneal = (float(beta0), int(n_anneal))
 
+    device = resolve_device(device)
+    world = setup(device)
+    if samples % world.size:
+        raise ValueError(
+            f"samples is per step over all {world.size} processes and must be divisible by their number; "
+            f"got {samples}"
+        )
     if seed is not None:
         torch.manual_seed(seed)
+    if world.rank:  # distinct Monte Carlo draws per rank; rank 0 keeps the single-process stream
+        torch.manual_seed((seed if seed is not None else torch.initial_seed()) + 1_000_003 * world.rank)
     device, dtype = resolve_placement(flow, device, dtype)
     flow.to(device=device, dtype=dtype)
     flow.train()
@@ -292,27 +307,29 @@ def fit_vi(
         get_extra=dict,
         set_extra=lambda extra: None,
         compile=compile,
+        world=world,
     )
     history: History = run.history
     if run.finished:
         flow.eval()
         return history
 
+    call, local = replicate(flow, world), samples // world.size
     with run.running("vi") as bar:
         while run.step < steps:
             beta = _beta(anneal, run.step)
             stats: dict = {}
 
             def loss_fn(beta: float = beta, stats: dict = stats) -> Tensor:
-                loss, s = vi_loss(
-                    flow,
+                loss, s = call(
+                    vi_loss,
                     log_density,
-                    samples=samples,
+                    samples=local,
                     iw=iw,
                     beta=beta,
                     zero_density_penalty=zero_density_penalty,
                 )
-                stats.update(s)
+                stats.update(reduce_vi_stats(world, s, local * (iw or 1)))
                 return loss
 
             def describe(stats: dict = stats) -> str:
