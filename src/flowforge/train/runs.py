@@ -250,11 +250,11 @@ def resolve_target(spec: str, dim: int | None = None) -> Any:
         raise SpecError(str(e)) from None
 
 
-def _diagnose(flow: Flow, target: Any, seed: int) -> dict:
+def _diagnose(flow: Flow, target: Any, seed: int, restarts: list[Flow] | None = None) -> dict:
     from ..diagnostics import diagnose
 
     try:
-        return diagnose(flow, target, seed=seed)
+        return diagnose(flow, target, seed=seed, restarts=restarts)
     except Exception as e:  # a failing diagnostic must not lose the fitted model
         log.warning("diagnostics failed: %s: %s", type(e).__name__, e)
         return {"error": f"{type(e).__name__}: {e}"}
@@ -279,9 +279,14 @@ def vi_run(
     progress: bool = True,
     plots: bool = True,
     threads: int | None = None,
+    restarts: int = 1,
     command: str | None = None,
 ) -> dict:
-    """Fit a model to a target density by reverse KL and write a complete run folder."""
+    """Fit a model to a target density by reverse KL and write a complete run folder.
+
+    With ``restarts > 1`` the fit is repeated from fresh initialisations (see ``fit_vi``), the best
+    one is saved, and the diagnostics cross-evaluate the others against it.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     resolved = resolve_target(target, dim)
@@ -305,6 +310,7 @@ def vi_run(
             checkpoint_dir=out / "checkpoints",
             checkpoint_every=checkpoint_every,
             resume=resume,
+            restarts=restarts,
         )
     s = history.summary
     elbo = s["final_elbo"]
@@ -326,11 +332,16 @@ def vi_run(
         "kl_q_p_estimate": None if resolved.log_z is None or elbo is None else resolved.log_z - elbo,
         "nonfinite_target_values": s["nonfinite_total"],
     }
-    diagnostics = _diagnose(flow, resolved, seed)
+    best = s.get("restart_best", 0)  # flow holds the best restart's weights; cross-check the others
+    others = [f for i, f in enumerate(getattr(history, "restart_flows", [])) if i != best]
+    diagnostics = _diagnose(flow, resolved, seed, restarts=others or None)
     metrics.update(
         verdict=diagnostics.get("verdict"),
         psis_khat=diagnostics.get("khat"),
         importance_ess_fraction=diagnostics.get("ess_fraction"),
+        missing_mass=(diagnostics.get("defensive") or {}).get("missing_mass"),
+        restarts=restarts,
+        warnings=diagnostics.get("warnings", []),
         diagnostics=diagnostics,
     )
     headline = _clean({k: v for k, v in metrics.items() if k != "diagnostics"})

@@ -183,6 +183,7 @@ def fit_vi(
     dtype: torch.dtype | str | None = None,
     max_rollbacks: int = 5,
     compile: bool = False,
+    restarts: int = 1,
 ) -> History:
     """Fit ``flow`` to an unnormalized density by minimising the reverse KL (maximising the ELBO).
 
@@ -223,11 +224,17 @@ def fit_vi(
         clip: maximum gradient norm, or ``None``.
         progress, checkpoint_dir, checkpoint_every, resume, seed, device, dtype, max_rollbacks,
             compile: as in :func:`~flowforge.fit`.
+        restarts: ``R > 1`` runs ``R`` fits from seeds ``seed, seed + 1, ...`` (restart ``r``
+            starts from a fresh initialisation and checkpoints in ``checkpoint_dir/restart-r``),
+            cross-evaluates them (:func:`~flowforge.diagnostics.restart_agreement`), warns when
+            they disagree, and keeps the best (highest ELBO) in ``flow``; see
+            :mod:`flowforge.train.restarts`. Costs ``R`` times one fit.
 
     Returns:
         The :class:`~flowforge.train.History`: per step ``loss``, ``elbo``, ``elbo_se``, ``beta``,
         ``lr``, ``grad_norm``, ``nonfinite`` (and ``iw_bound``); summary ``final_elbo``,
-        ``final_elbo_se``, ``nonfinite_total``, ``rollbacks``.
+        ``final_elbo_se``, ``nonfinite_total``, ``rollbacks``. With ``restarts``: the best fit's
+        history, with ``summary["restart_agreement"]`` and the fits in ``history.restart_flows``.
 
     Raises:
         TargetError: the target raised or returned a non-tensor. ShapeError: wrong output shape.
@@ -254,6 +261,26 @@ def fit_vi(
         raise TypeError(f"log_density must be callable; got {type(log_density).__name__}")
     if flow.context_features is not None:
         raise ValueError("fit_vi fits an unconditional flow; this one takes a context")
+    if int(restarts) != restarts or restarts < 1:
+        raise ValueError(f"restarts must be a positive integer; got {restarts!r}")
+    if restarts > 1:
+        from .restarts import fit_vi_restarts
+
+        options = dict(
+            steps=steps, samples=samples, lr=lr, weight_decay=weight_decay, schedule=schedule,
+            warmup=warmup, anneal=anneal, iw=iw, zero_density_penalty=zero_density_penalty, clip=clip,
+            progress=progress, checkpoint_every=checkpoint_every, resume=resume, device=device,
+            dtype=dtype, max_rollbacks=max_rollbacks, compile=compile,
+        )  # fmt: skip
+        return fit_vi_restarts(
+            flow,
+            log_density,
+            fit_vi,
+            restarts=int(restarts),
+            seed=seed,
+            checkpoint_dir=checkpoint_dir,
+            **options,
+        )
     if not zero_density_penalty >= 0:
         raise ValueError(f"zero_density_penalty must be >= 0; got {zero_density_penalty}")
     if samples < 1 or (iw is not None and iw < 1):
