@@ -165,15 +165,8 @@ def vi(
     progress: Progress = True,
     plots: Annotated[bool, typer.Option("--plots/--no-plots")] = True,
     threads: Threads = None,
-    restarts: Annotated[
-        int, typer.Option(min=1, help="Independent fits from different seeds, cross-checked; best kept.")
-    ] = 1,
 ) -> None:
-    """Fit a flow to an unnormalized density by variational inference (reverse KL).
-
-    Prints the ELBO, PSIS k-hat, the importance ESS and one verdict line (does the fit cover the
-    posterior, miss mass, or disagree across restarts); k-hat above 0.7 is a separate warning.
-    """
+    """Fit a flow to an unnormalized density by variational inference (reverse KL)."""
     from .train.runs import vi_run
 
     _use_log(out / "flowforge.log")
@@ -195,17 +188,9 @@ def vi(
         progress=progress,
         plots=plots,
         threads=threads,
-        restarts=restarts,
         command=_command(),
     )
     typer.echo(f"final ELBO {metrics['final_elbo']:.4f} ± {metrics['final_elbo_se'] or 0:.4f}")
-    khat, ess = metrics.get("psis_khat"), metrics.get("importance_ess_fraction")
-    if khat is not None and ess is not None:
-        typer.echo(f"PSIS k-hat {khat:.2f}, importance ESS {100 * ess:.1f}% of the draws")
-    if metrics.get("verdict"):
-        typer.echo(f"verdict: {metrics['verdict']}")
-    for warning in metrics.get("warnings") or []:
-        typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"wrote {out}/model, metrics.json, report.md, report.html")
 
 
@@ -300,10 +285,11 @@ def check(
     strict: Annotated[bool, typer.Option(help="Exit with 1 when a check fails.")] = False,
     seed: Seed = 0,
 ) -> None:
-    """Round trip, log-det against autograd, and Jacobian condition numbers at data points."""
+    """Round trip, log-det against autograd, and Jacobian condition numbers at data points, per layer too."""
     import torch
 
     from .datasets import load as load_data
+    from .diagnostics.health import layer_health
     from .train.diagnose import check_flow
 
     flow = _load_model(run)
@@ -313,6 +299,11 @@ def check(
     else:
         x = load_data(data, n=n, seed=seed, features=tuple(flow.event_shape))[:n]
     report = check_flow(flow, x, jacobians=jacobians)
+    # Per layer: where a drift of the whole flow comes from (flowforge.diagnostics.health).
+    health = layer_health(flow, x, jacobians=min(jacobians, 8))
+    report["layers"] = health.as_dict()["layers"]
+    report["problems"] = report["problems"] + health.problems
+    report["passed"] = report["passed"] and health.passed
     typer.echo(json.dumps(report, indent=1))
     if strict and not report["passed"]:
         raise typer.Exit(1)
