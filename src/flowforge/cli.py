@@ -165,8 +165,15 @@ def vi(
     progress: Progress = True,
     plots: Annotated[bool, typer.Option("--plots/--no-plots")] = True,
     threads: Threads = None,
+    restarts: Annotated[
+        int, typer.Option(min=1, help="Independent fits from different seeds, cross-checked; best kept.")
+    ] = 1,
 ) -> None:
-    """Fit a flow to an unnormalized density by variational inference (reverse KL)."""
+    """Fit a flow to an unnormalized density by variational inference (reverse KL).
+
+    Prints the ELBO, PSIS k-hat, the importance ESS and one verdict line (does the fit cover the
+    posterior, miss mass, or disagree across restarts); k-hat above 0.7 is a separate warning.
+    """
     from .train.runs import vi_run
 
     _use_log(out / "flowforge.log")
@@ -188,9 +195,17 @@ def vi(
         progress=progress,
         plots=plots,
         threads=threads,
+        restarts=restarts,
         command=_command(),
     )
     typer.echo(f"final ELBO {metrics['final_elbo']:.4f} ± {metrics['final_elbo_se'] or 0:.4f}")
+    khat, ess = metrics.get("psis_khat"), metrics.get("importance_ess_fraction")
+    if khat is not None and ess is not None:
+        typer.echo(f"PSIS k-hat {khat:.2f}, importance ESS {100 * ess:.1f}% of the draws")
+    if metrics.get("verdict"):
+        typer.echo(f"verdict: {metrics['verdict']}")
+    for warning in metrics.get("warnings") or []:
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"wrote {out}/model, metrics.json, report.md, report.html")
 
 

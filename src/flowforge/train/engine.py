@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from ..errors import FlowforgeError
 from .checkpoint import CheckpointError, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from .distributed import World
 from .health import explain_nonfinite, rng_snapshot
 from .history import History
 from .schedule import Schedule
@@ -107,6 +108,9 @@ class Run:
         max_rollbacks: rollbacks allowed before :class:`TrainingDivergedError`.
         fingerprint: what identifies the run's setup; a checkpoint with another one is refused.
         get_extra, set_extra: the engine's own state for checkpoints (tensors, numbers, lists, dicts).
+        world: the data-parallel group (default: a single process). With several processes the
+            step's loss and the Ctrl-C flag are reduced over ranks, so that every rank takes the same
+            decisions (rollback, stop), and only rank 0 writes checkpoints and shows progress.
     """
 
     def __init__(
@@ -129,6 +133,7 @@ class Run:
         get_extra: Callable[[], dict],
         set_extra: Callable[[dict], None],
         compile: bool = False,
+        world: World | None = None,
     ) -> None:
         if steps < 1:
             raise ValueError(f"steps must be positive; got {steps}")
@@ -152,6 +157,9 @@ class Run:
         self.max_rollbacks = int(max_rollbacks)
         self.fingerprint = fingerprint
         self.get_extra, self.set_extra = get_extra, set_extra
+        self.world = world or World()
+        self._stop = False  # the Ctrl-C flag agreed by all ranks (distributed runs)
+        progress = progress and self.world.main
         self.params = [p for p in flow.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("the flow has no trainable parameters")
@@ -233,15 +241,44 @@ class Run:
         self.finished = bool(state["finished"])
         self.elapsed_before = float(state["elapsed"])
         self.set_extra(state["extra"])
-        set_rng_state(state["rng"])
+        self._set_rng(state)
         self.history.event(self.step, "resumed", f"resumed from {where} at step {self.step}")
         log.info("resumed from %s at step %d", where, self.step)
 
+    def _set_rng(self, state: dict) -> None:
+        ranks = state.get("rng_ranks")
+        if not self.world.active or (ranks is not None and len(ranks) == self.world.size):
+            set_rng_state(ranks[self.world.rank] if ranks is not None else state["rng"])
+            return
+        # Another number of processes than the checkpoint's: rank 0 continues its stream, the
+        # others get distinct ones (Monte Carlo draws then differ from an uninterrupted run).
+        set_rng_state(state["rng"])
+        if self.world.rank:
+            torch.manual_seed(torch.initial_seed() + 1_000_003 * self.world.rank + self.step)
+        if self.world.main:
+            log.warning(
+                "resuming a checkpoint of %s process(es) with %d: random draws differ from an "
+                "uninterrupted run",
+                len(ranks) if ranks is not None else 1,
+                self.world.size,
+            )
+
     def save(self) -> Path | None:
-        """Write a checkpoint now (no-op without ``checkpoint_dir``)."""
+        """Write a checkpoint now (no-op without ``checkpoint_dir``).
+
+        In a distributed run every rank must call it (the ranks' RNG states are gathered) and
+        only rank 0 writes.
+        """
         if self.checkpoint_dir is None:
             return None
-        return save_checkpoint(self.checkpoint_dir, self.state())
+        if not self.world.active:
+            return save_checkpoint(self.checkpoint_dir, self.state())
+        ranks = self.world.gather(get_rng_state(cuda=self.cuda))
+        if not self.world.main:
+            return None
+        state = self.state()
+        state.update(rng_ranks=ranks, world_size=self.world.size)
+        return save_checkpoint(self.checkpoint_dir, state)
 
     # -- one step ----------------------------------------------------------------------------
     def optimize(
@@ -259,6 +296,11 @@ class Run:
         rng = rng_snapshot(cuda=self.cuda)  # to replay a failed step where the value appeared
         loss = loss_fn()
         value = float(loss.detach())
+        if self.world.active:
+            # Mean loss over ranks (the global batch's, for equal shares) and the stop flag in one
+            # collective: a NaN on any rank makes every rank roll back, so none waits in backward.
+            both = self.world.sum(torch.tensor([value, float(self._interrupted)]))
+            value, self._stop = float(both[0]) / self.world.size, bool(both[1] > 0)
         if not math.isfinite(value):
             where = explain_nonfinite(self.flow, loss_fn, rng, gradients=False)
             self._rollback(f"the loss is {value}" + (f" ({describe()})" if describe else "") + where, lr)
@@ -300,7 +342,7 @@ class Run:
             self.snapshot = self._capture()
         if self.checkpoint_every and self.step % self.checkpoint_every == 0 and self.step < self.steps:
             self.save()
-        if self._interrupted:
+        if self._stop if self.world.active else self._interrupted:
             self.save()
             message = f"interrupted at step {self.step}" + (
                 f"; checkpoint written to {self.checkpoint_dir} (resume=True continues)"
