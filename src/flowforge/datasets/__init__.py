@@ -2,6 +2,7 @@
 
 from .files import FILE_FORMATS, DataError, load, load_file
 from .images import DIGITS_LEVELS, ImageData, digits
+from .memmap import MemmapData
 from .toy2d import GENERATORS as TOY2D
 from .toy2d import entropy, generate
 
@@ -11,6 +12,7 @@ __all__ = [
     "TOY2D",
     "DataError",
     "ImageData",
+    "MemmapData",
     "digits",
     "entropy",
     "generate",

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from ..datasets.files import DataError, check_finite
+from ..datasets.memmap import MemmapData
 from ..errors import ShapeError
 
 __all__ = ["EpochSampler", "as_data", "digest", "split"]
@@ -102,10 +103,12 @@ class EpochSampler:
         self.perm, self.pos, self.epoch = state["perm"].cpu(), int(state["pos"]), int(state["epoch"])
 
 
-def digest(*tensors: Tensor | None) -> str:
+def digest(*tensors: Tensor | MemmapData | None) -> str:
     h = hashlib.sha256()
     for t in tensors:
-        if t is not None:
+        if isinstance(t, MemmapData):
+            h.update(t.scan().digest.encode())  # cached from the streaming pass
+        elif t is not None:
             h.update(str(tuple(t.shape)).encode())
             h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()

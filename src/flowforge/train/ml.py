@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..datasets.memmap import MemmapData
 from ..errors import ShapeError
 from ..flow import Flow
 from ..transforms.base import Compose
@@ -39,7 +40,7 @@ def nll(flow: Flow, x: Tensor, context: Tensor | None = None) -> Tensor:
 @torch.no_grad()
 def evaluate(
     flow: Flow,
-    data: Tensor,
+    data: Tensor | MemmapData,
     context: Tensor | None = None,
     *,
     batch_size: int = 4096,
@@ -55,13 +56,12 @@ def evaluate(
     was_training = flow.training
     flow.eval()
     total, count = 0.0, 0
-    if world is not None and world.active:
-        data = data[world.shard(data.shape[0])]
-        context = None if context is None else context[world.shard(context.shape[0])]
+    rows = world.shard(data.shape[0]) if world is not None else slice(0, data.shape[0])
     try:
-        for i in range(0, data.shape[0], batch_size):
-            x = data[i : i + batch_size].to(device=device, dtype=dtype)
-            c = None if context is None else context[i : i + batch_size].to(device=device, dtype=dtype)
+        for i in range(rows.start, rows.stop, batch_size):
+            j = min(i + batch_size, rows.stop)
+            x = data[i:j].to(device=device, dtype=dtype)
+            c = None if context is None else context[i:j].to(device=device, dtype=dtype)
             total += float(-flow.log_prob(x, c).double().sum())
             count += x.shape[0]
     finally:
@@ -81,12 +81,12 @@ def _culprits(flow: Flow, x: Tensor, context: Tensor | None, rows: Tensor) -> st
     return f"non-finite log-density at data row(s) [{shown}{', ...' if bad.numel() > 8 else ''}]"
 
 
-def _attach_standardizer(flow: Flow, data: Tensor, history: History) -> None:
+def _attach_standardizer(flow: Flow, data: Tensor | MemmapData, history: History) -> None:
     last = flow.transform.transforms[-1] if len(flow.transform) else None
     if isinstance(last, Standardize):
         return  # trained before in that space: keep its values
     std = Standardize(flow.event_shape)
-    constant = std.fit_to(data)
+    constant = data.scan().fit(std) if isinstance(data, MemmapData) else std.fit_to(data)
     if constant:
         message = (
             f"feature(s) {constant} are constant in the training data: they are left unscaled, and the "
@@ -115,7 +115,7 @@ def _initialize_on_global_batch(
 
 def fit(
     flow: Flow,
-    data: Tensor | np.ndarray,
+    data: Tensor | np.ndarray | MemmapData,
     *,
     context: Tensor | None = None,
     steps: int | None = None,
@@ -126,7 +126,7 @@ def fit(
     schedule: str = "cosine",
     warmup: int = 0,
     val_fraction: float = 0.1,
-    val_data: Tensor | np.ndarray | None = None,
+    val_data: Tensor | np.ndarray | MemmapData | None = None,
     val_context: Tensor | None = None,
     eval_every: int | None = None,
     patience: int | None = None,
@@ -224,8 +224,11 @@ def fit(
         raise TypeError(f"fit trains a flowforge.Flow; got {type(flow).__name__}")
     if steps is not None and epochs is not None:
         raise ValueError("give steps= or epochs=, not both")
-    data = as_data(data, flow.event_shape)
+    lazy = isinstance(data, MemmapData)
+    data = data.checked(flow.event_shape) if lazy else as_data(data, flow.event_shape)
     n = data.shape[0]
+    if lazy and (context is not None or flow.context_features is not None):
+        raise ValueError("memory-mapped data (MemmapData) train unconditional flows only; pass a tensor")
     if flow.context_features is not None:
         if context is None:
             raise ShapeError(
@@ -247,15 +250,22 @@ def fit(
     history_placeholder = History("ml")
     if val_data is not None:
         train_idx, val_idx = torch.arange(n), None
-        val_x = as_data(val_data, flow.event_shape, "val_data")
+        val_x = (
+            val_data.checked(flow.event_shape, "val_data")
+            if isinstance(val_data, MemmapData)
+            else as_data(val_data, flow.event_shape, "val_data")
+        )
         val_c = None if val_context is None else as_data(val_context, (flow.context_features,), "val_context")
     else:
         train_idx, val_idx = split(n, val_fraction, torch.Generator().manual_seed(base_seed))
-        val_x = None if val_idx is None else data[val_idx]
+        val_x = None if val_idx is None else (data.subset(val_idx) if lazy else data[val_idx])
         val_c = None if (val_idx is None or context is None) else context[val_idx]
-    train_x = data[train_idx]
+    train_x = data.subset(train_idx) if lazy else data[train_idx]
     train_c = None if context is None else context[train_idx]
     n_train = train_x.shape[0]
+    for part in (train_x, val_x):
+        if isinstance(part, MemmapData):
+            part.scan(world=world)  # the one streaming pass: finiteness, digest, moments (cached)
 
     if standardize:
         _attach_standardizer(flow, train_x, history_placeholder)
@@ -289,7 +299,9 @@ def fit(
         best.update(extra["best"])
 
     fingerprint = {
-        "data_sha256": digest(data, context, None if val_data is None else val_x),
+        "data_sha256": digest(train_x, val_x)
+        if lazy
+        else digest(data, context, None if val_data is None else val_x),
         "steps": total,
         "batch_size": int(batch_size),
         "lr": float(lr),
