@@ -1,34 +1,73 @@
-"""The documentation: the site builds with --strict and every Python block in it runs."""
+"""The documentation: the site builds with --strict and every Python block in it runs.
+
+The blocks run through ``docs/gen_figures.py`` (the script that makes the committed figures),
+so a page that links to a figure its own code does not write fails here.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-import matplotlib
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-BLOCK = re.compile(r"^```python\n(.*?)^```", flags=re.MULTILINE | re.DOTALL)
+
+_spec = importlib.util.spec_from_file_location("docs_gen_figures", DOCS / "gen_figures.py")
+gen_figures = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(gen_figures)
 
 
-def _pages() -> list[Path]:
-    return sorted(p for p in DOCS.rglob("*.md") if BLOCK.search(p.read_text()))
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize("page", _pages(), ids=lambda p: str(p.relative_to(DOCS)))
-def test_code_blocks_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Blocks of a page run in order in one namespace, from a scratch directory."""
-    matplotlib.use("Agg")
-    monkeypatch.chdir(tmp_path)
-    namespace: dict = {"__name__": "__docs__"}
-    for i, match in enumerate(BLOCK.finditer(page.read_text())):
-        code = compile(match.group(1), f"{page.name}[block {i}]", "exec")
-        exec(code, namespace)
+@pytest.mark.parametrize("page", gen_figures.pages(), ids=lambda p: str(p.relative_to(DOCS)))
+def test_code_blocks_run(page: Path, tmp_path: Path, one_thread) -> None:
+    """Blocks of a page run in order in one namespace, from a scratch directory, and write its figures."""
+    missing = gen_figures.run_page(page, tmp_path)
+    assert not missing, f"{page.name} links to figures its code did not write: {missing}"
+    for rel in gen_figures.figures(page):
+        assert (page.parent / rel).is_file(), f"{rel} is not committed next to {page.name}: make docs-figures"
+
+
+def test_every_tutorial_figure_is_linked_and_generated() -> None:
+    """No stale PNG: every committed figure under a figures/ folder is linked by the page beside it."""
+    for folder in DOCS.rglob("figures"):
+        if "experiments" in folder.relative_to(DOCS).parts:
+            continue  # experiment reports ship their own figures
+        linked = {rel for page in folder.parent.glob("*.md") for rel in gen_figures.figures(page)}
+        for png in folder.glob("*.png"):
+            assert f"figures/{png.name}" in linked, f"{png} is linked by no page: delete it"
+
+
+def test_catalogue_lists_every_layer_with_every_column() -> None:
+    sys.path.insert(0, str(DOCS))
+    try:
+        import hooks
+    finally:
+        sys.path.remove(str(DOCS))
+    from flowforge import transforms as T
+
+    table = hooks.layer_catalogue().splitlines()
+    rows = {line.split("|")[1].strip().strip("`"): line for line in table[2:]}
+    assert set(rows) == set(T.__all__)
+    for name, line in rows.items():
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        assert len(cells) == 7 and all(cells), f"{name}: an empty catalogue cell in {cells}"
+    # Autoregressive layers set their cheap direction per instance: the table must say which.
+    assert "| inverse |" in rows["MaskedAffineAutoregressive"]
+    assert "| forward |" in rows["InverseAutoregressive"]
 
 
 def test_site_builds_strict(tmp_path: Path) -> None:
@@ -43,4 +82,14 @@ def test_site_builds_strict(tmp_path: Path) -> None:
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert (tmp_path / "site" / "catalogue" / "index.html").exists()
+    site = tmp_path / "site"
+    assert (site / "catalogue" / "index.html").exists()
+    # Every page of the docs folder (outside the experiments' own reports) is in the navigation.
+    nav = (site / "index.html").read_text()
+    for page in DOCS.rglob("*.md"):
+        rel = page.relative_to(DOCS)
+        if rel.parts[0] == "experiments" or rel.name == "index.md":
+            continue
+        url = rel.with_suffix("").as_posix()
+        linked = f'href="{url}/' in nav or f'href="./{url}/' in nav
+        assert linked, f"{rel} is not in the navigation: add it to nav in mkdocs.yml"

@@ -20,6 +20,9 @@ class Invertible1x1Conv(Transform):
     Log-det ``H * W * log|det W|``. The inverse solves with ``W`` (O(C^2) per pixel).
     Seed 004: the learned generalisation of a fixed channel permutation between couplings.
 
+    Cost: O(C^2) per pixel in both directions; log-det O(C) (LU) or O(C^3) (full matrix),
+    once per batch.
+
     References:
         Kingma & Dhariwal. "Glow: Generative Flow with Invertible 1x1 Convolutions". 2018.
 
