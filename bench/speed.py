@@ -62,6 +62,10 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+# The clock of every timing: wall time, or this process's CPU time (see --clock).
+CLOCK = time.perf_counter
+
+
 class Raw(nn.Module):
     """The conditioner networks alone: one plain MLP per flowforge conditioner, same shapes."""
 
@@ -113,21 +117,21 @@ class Entry:
 
     def time_steps(self, n: int, device: torch.device) -> float:
         sync(device)
-        start = time.perf_counter()
+        start = CLOCK()
         for _ in range(n):
             self.step()
         sync(device)
-        return (time.perf_counter() - start) / n
+        return (CLOCK() - start) / n
 
     def time_sample(self, n: int, device: torch.device) -> float:
         self.module.eval()
         try:
             with torch.no_grad():
                 sync(device)
-                start = time.perf_counter()
+                start = CLOCK()
                 self.sample(n)
                 sync(device)
-                return time.perf_counter() - start
+                return CLOCK() - start
         finally:
             self.module.train()
 
@@ -255,7 +259,10 @@ def render(paths: list[str]) -> None:
         meta, results = saved["meta"], saved["results"]
         print(f"Command: `{meta['command']}` ({meta['date']}; {meta['machine']['platform']}, ", end="")
         machine = meta["machine"]
-        print(f"{machine['device']}, {machine['threads']} thread(s); versions {meta['versions']})\n")
+        print(
+            f"{machine['device']}, {machine['threads']} thread(s), {machine.get('clock', 'wall')} clock; "
+            f"versions {meta['versions']})\n"
+        )
         for note in meta.get("notes", []):
             print(f"- {note}")
         print()
@@ -277,6 +284,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--libraries", default=",".join(LIBRARIES), help="comma-separated")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
+    p.add_argument(
+        "--clock",
+        choices=("auto", "wall", "cpu"),
+        default="auto",
+        help="wall: elapsed time; cpu: this process's CPU time, which other load on a shared machine\n"
+        "does not inflate (auto: cpu on a CPU with --threads 1, else wall)",
+    )
     p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (best kept)")
     p.add_argument("--round-seconds", type=float, default=0.5, help="about this long per entry and round")
     p.add_argument("--max-steps", type=int, default=50, help="at most this many steps per round")
@@ -317,6 +331,12 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device here")
+    global CLOCK
+    if args.clock == "auto":
+        args.clock = "cpu" if device.type == "cpu" and torch.get_num_threads() == 1 else "wall"
+    if args.clock == "cpu" and device.type == "cuda":
+        raise SystemExit("--clock cpu does not see GPU time; use --clock wall with --device cuda")
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     import flowforge
 
     versions = {"torch": torch.__version__, "flowforge": flowforge.__version__}
@@ -336,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
             "processor": platform.processor(),
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "threads": torch.get_num_threads(),
+            "clock": args.clock,
         },
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "notes": [],
@@ -344,7 +365,10 @@ def main(argv: list[str] | None = None) -> int:
     skip = [s for s in (DEFAULT_SKIP_TRAIN if args.skip_train is None else args.skip_train).split(",") if s]
     libraries = [s for s in args.libraries.split(",") if s]
     results: list[dict] = []
-    print(f"flowforge speed benchmark on {meta['machine']['device']}, {torch.get_num_threads()} thread(s)")
+    print(
+        f"flowforge speed benchmark on {meta['machine']['device']}, {torch.get_num_threads()} thread(s), "
+        f"{args.clock} clock"
+    )
     for config in (s for s in args.configs.split(",") if s):
         d, h, b = parse_config(config)
         rows: list[dict] = []

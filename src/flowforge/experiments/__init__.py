@@ -19,6 +19,7 @@ EXPERIMENTS: dict[str, str] = {
     "energies": "energies",
     "eight-schools": "eight_schools",
     "padding": "padding",
+    "conditioning": "conditioning",
 }
 
 
