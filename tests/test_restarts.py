@@ -81,3 +81,30 @@ def test_cli_vi_prints_the_verdict_and_khat(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["restarts"] == 2 and "restarts" in metrics["diagnostics"]
     assert metrics["verdict"] and metrics["psis_khat"] is not None
+
+
+def test_vi_draws_export_to_csv_and_arviz_netcdf(tmp_path):
+    pytest.importorskip("arviz_base")
+    xr = pytest.importorskip("xarray")
+    import json
+
+    from typer.testing import CliRunner
+
+    from flowforge.cli import app
+
+    run = tmp_path / "run"
+    args = ["vi", "--target", "eight-schools-noncentered", "--model", "IAF", "--steps", "20"]
+    result = CliRunner().invoke(app, [*args, "--out", str(run), "--no-progress", "--no-plots"])
+    assert result.exit_code == 0, result.output
+    for name in ("d.nc", "d.csv"):
+        result = CliRunner().invoke(app, ["sample", str(run), "-n", "200", "-o", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+    header = (tmp_path / "d.csv").read_text().splitlines()[0].split(",")
+    names = targets.get("eight-schools-noncentered").names
+    assert header == names
+    tree = xr.open_datatree(tmp_path / "d.nc", engine="h5netcdf")
+    assert set(tree["posterior"].data_vars) == set(names)
+    assert tree["posterior"]["mu"].shape == (1, 200)
+    log_w = tree["sample_stats"]["log_weight"].values
+    assert log_w.shape == (1, 200) and bool((log_w == log_w).all())  # finite-or-inf, never NaN
+    assert json.loads((run / "metrics.json").read_text())["target"] == "eight-schools-noncentered"
