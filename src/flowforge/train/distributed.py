@@ -218,8 +218,9 @@ def reduce_vi_stats(world: World, stats: dict, draws: int) -> dict:
     # The unbiased variance times (n - 1), recovered from the standard error se = std / sqrt(n).
     m2 = stats["elbo_se"] ** 2 * n * (n - 1) if n > 1 else 0.0
     bound = stats.get("iw_bound", 0.0)
-    parts = [n, n * mean, m2, n * mean * mean, stats["nonfinite"], bound, float(bound == bound)]
-    total_n, total, m2_sum, squares, bad, bounds, finite = world.sum(torch.tensor(parts)).tolist()
+    values = [n, n * mean, m2, n * mean * mean, stats["nonfinite"], bound, float(bound == bound)]
+    parts = torch.tensor(values, dtype=torch.float64)
+    total_n, total, m2_sum, squares, bad, bounds, finite = world.sum(parts).tolist()
     out = dict(stats, nonfinite=int(bad))
     out["elbo"] = total / total_n if total_n else math.nan
     if total_n > 1:

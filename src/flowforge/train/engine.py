@@ -299,7 +299,7 @@ class Run:
         if self.world.active:
             # Mean loss over ranks (the global batch's, for equal shares) and the stop flag in one
             # collective: a NaN on any rank makes every rank roll back, so none waits in backward.
-            both = self.world.sum(torch.tensor([value, float(self._interrupted)]))
+            both = self.world.sum(torch.tensor([value, float(self._interrupted)], dtype=torch.float64))
             value, self._stop = float(both[0]) / self.world.size, bool(both[1] > 0)
         if not math.isfinite(value):
             where = explain_nonfinite(self.flow, loss_fn, rng, gradients=False)
