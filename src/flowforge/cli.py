@@ -105,7 +105,15 @@ def fit(
     steps: Annotated[int, typer.Option(min=1, help="Optimisation steps.")] = 2000,
     batch_size: Annotated[int, typer.Option(min=1)] = 256,
     lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate (cosine schedule).")] = 1e-2,
-    n: Annotated[int, typer.Option(min=2, help="Rows drawn from a built-in data set.")] = 20_000,
+    n: Annotated[
+        int,
+        typer.Option(
+            "--n",
+            "--rows",
+            min=2,
+            help="Rows drawn from a built-in data set (--rows under torchrun, which reads --n as its own).",
+        ),
+    ] = 20_000,
     out: Out = Path("runs/fit"),
     seed: Seed = 0,
     device: Device = None,
@@ -114,11 +122,21 @@ def fit(
     progress: Progress = True,
     plots: Annotated[bool, typer.Option("--plots/--no-plots")] = True,
     threads: Threads = None,
+    memmap: Annotated[
+        bool,
+        typer.Option(help="Read a .npy file memory-mapped, minibatch by minibatch (always for a directory)."),
+    ] = False,
 ) -> None:
-    """Fit a flow by maximum likelihood; write the model, metrics.json, figures and report.md/.html."""
+    """Fit a flow by maximum likelihood; write the model, metrics.json, figures and report.md/.html.
+
+    Runs data-parallel under torchrun (`torchrun --nproc_per_node N -m flowforge fit ...`):
+    --batch-size is the global batch, split across the processes; rank 0 writes the run folder.
+    """
+    from .train.distributed import env_rank
     from .train.runs import fit_run
 
-    _use_log(out / "flowforge.log")
+    rank = env_rank()
+    _use_log(out / ("flowforge.log" if rank == 0 else f"flowforge.rank{rank}.log"))
     metrics = fit_run(
         data=data,
         model=model,
@@ -136,7 +154,10 @@ def fit(
         plots=plots,
         threads=threads,
         command=_command(),
+        memmap=memmap,
     )
+    if rank:
+        return
     nll = metrics["test_nll"]
     typer.echo(
         f"test NLL {nll:.4f} nats ({metrics['test_bits_per_dim']:.4f} bits/dim)" if nll is not None else ""
@@ -236,68 +257,21 @@ def _write_array(path: Path, array) -> None:
 def sample(
     run: Annotated[Path, typer.Argument(help="A run folder or a saved model directory.")],
     n: Annotated[int, typer.Option("-n", min=1, help="Number of samples.")] = 1000,
-    output: Annotated[
-        Path, typer.Option("--output", "-o", help="Output file: .csv, .npy, .npz or .nc (ArviZ netCDF).")
-    ] = Path("samples.csv"),
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output file: .csv, .npy or .npz.")] = Path(
+        "samples.csv"
+    ),
     seed: Seed = 0,
 ) -> None:
-    """Draw samples from a saved model.
-
-    For a `flowforge vi` run folder, the CSV header and the netCDF variables carry the target's
-    coordinate names, and the netCDF file also holds log q and the log importance weights.
-    """
+    """Draw samples from a saved model."""
     import torch
 
-    if output.suffix.lower() not in (".csv", ".txt", ".npy", ".npz", ".nc"):
-        raise BadInput(f"cannot write {output}: use a .csv, .npy, .npz or .nc file name")
+    if output.suffix.lower() not in (".csv", ".txt", ".npy", ".npz"):
+        raise BadInput(f"cannot write {output}: use a .csv, .npy or .npz file name")
     flow = _load_model(run)
-    target = _vi_target(run)
     torch.manual_seed(seed)
-    with torch.no_grad():
-        x, log_q = flow.rsample_and_log_prob((n,))
-        log_weight = None if target is None else target.log_density(x) - log_q
-    x = x.double().cpu().numpy()
-    names = target.names if target is not None else None
-    if output.suffix.lower() == ".nc":
-        from .export import draws_to_netcdf
-
-        try:
-            draws_to_netcdf(
-                x,
-                output,
-                names=names,
-                log_q=log_q.double().cpu().numpy(),
-                log_weight=None if log_weight is None else log_weight.double().cpu().numpy(),
-            )
-        except ImportError as e:
-            raise BadInput(str(e)) from None
-    elif output.suffix.lower() in (".csv", ".txt") and names is not None:
-        from .export import draws_to_csv
-
-        draws_to_csv(x, output, names=names)
-    else:
-        _write_array(output, x)
+    x = flow.sample((n,)).double().cpu().numpy()
+    _write_array(output, x)
     typer.echo(f"wrote {n} samples of shape {tuple(x.shape[1:])} to {output}")
-
-
-def _vi_target(run: Path):
-    """The target of a `flowforge vi` run folder (for names and weights), or None."""
-    import json
-
-    metrics = run / "metrics.json"
-    if not metrics.is_file():
-        return None
-    try:
-        recorded = json.loads(metrics.read_text())
-        name, dim = recorded.get("target"), recorded.get("dim")
-        if not isinstance(name, str):
-            return None
-        from .train.runs import resolve_target
-
-        target = resolve_target(name)
-        return target if target.dim == dim else resolve_target(name, dim)
-    except Exception:  # a target that cannot be rebuilt here only costs the names and weights
-        return None
 
 
 @app.command(name="eval")

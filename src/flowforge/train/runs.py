@@ -17,10 +17,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..datasets import TOY2D, entropy, generate, load
+from ..datasets import TOY2D, MemmapData, entropy, generate, load
 from ..errors import SpecError
 from ..flow import Flow
 from ..io import build, save
+from .distributed import resolve_device, setup
 from .history import History, _clean
 from .ml import evaluate, fit
 from .report import write_report
@@ -91,15 +92,18 @@ def resolve_model(model: str, event_shape: tuple[int, ...], model_args: dict | N
 
 
 def _split_data(
-    data: str, n: int, seed: int, test_fraction: float
-) -> tuple[Tensor, Tensor | None, float | None]:
+    data: str, n: int, seed: int, test_fraction: float, memmap: bool = False
+) -> tuple[Tensor | MemmapData, Tensor | MemmapData | None, float | None]:
     if data in TOY2D:
         return generate(data, n, seed=seed), generate(data, max(1000, n // 5), seed=seed + 1), entropy(data)
-    x = load(data)
+    # A directory holds .npy shards: always memory-mapped, like a .npy file with memmap=True.
+    x = MemmapData(data) if memmap or Path(data).is_dir() else load(data)
     n_test = int(len(x) * test_fraction)
     if n_test < 1:
         return x, None, None
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    if isinstance(x, MemmapData):
+        return x.subset(perm[n_test:]), x.subset(perm[:n_test]), None
     return x[perm[n_test:]], x[perm[:n_test]], None
 
 
@@ -155,16 +159,24 @@ def fit_run(
     plots: bool = True,
     threads: int | None = None,
     command: str | None = None,
+    memmap: bool = False,
 ) -> dict:
     """Fit a model to a built-in data set or a data file and write a complete run folder.
 
+    ``memmap=True`` (always for a directory of ``.npy`` shards) reads a ``.npy`` file memory-mapped,
+    minibatch by minibatch (:class:`~flowforge.datasets.MemmapData`). Under ``torchrun`` every
+    process trains (see :func:`~flowforge.fit`) and scores its share of the test rows; only rank 0
+    writes the run folder.
+
     Returns:
-        The metrics written to ``metrics.json``.
+        The metrics written to ``metrics.json`` (on every rank).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(device)
+    world = setup(device)
     torch.manual_seed(seed)
-    train, test, known_entropy = _split_data(data, n, seed, 0.1)
+    train, test, known_entropy = _split_data(data, n, seed, 0.1, memmap)
     flow = resolve_model(model, tuple(train.shape[1:]), model_args)
     log.info("fit: %s rows of %s, model %s, %d steps, out %s", len(train), data, model, steps, out)
     with _threads(flow, threads) as used_threads:
@@ -182,7 +194,7 @@ def fit_run(
             resume=resume,
         )
         features = math.prod(train.shape[1:])
-        test_nll = evaluate(flow, test, device=device) if test is not None else None
+        test_nll = evaluate(flow, test, device=device, world=world) if test is not None else None
     s = history.summary
     metrics = {
         "data": data,
@@ -198,6 +210,7 @@ def fit_run(
         "seconds": s["seconds"],
         "steps_per_second": s["steps_per_second"],
         "rollbacks": s["rollbacks"],
+        "processes": world.size,
         "best_validation_nll": s["best_val_loss"],
         "test_nll": test_nll,
         "test_bits_per_dim": None if test_nll is None else test_nll / (features * math.log(2)),
@@ -206,6 +219,8 @@ def fit_run(
         if known_entropy is None or test_nll is None
         else test_nll - known_entropy,
     }
+    if not world.main:
+        return metrics
     save(flow, out / "model", metadata={"command": command, "metrics": metrics})
     _write_json(out / "metrics.json", metrics)
     history.save(out / "history.json")
