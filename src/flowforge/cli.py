@@ -257,21 +257,68 @@ def _write_array(path: Path, array) -> None:
 def sample(
     run: Annotated[Path, typer.Argument(help="A run folder or a saved model directory.")],
     n: Annotated[int, typer.Option("-n", min=1, help="Number of samples.")] = 1000,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output file: .csv, .npy or .npz.")] = Path(
-        "samples.csv"
-    ),
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Output file: .csv, .npy, .npz or .nc (ArviZ netCDF).")
+    ] = Path("samples.csv"),
     seed: Seed = 0,
 ) -> None:
-    """Draw samples from a saved model."""
+    """Draw samples from a saved model.
+
+    For a `flowforge vi` run folder, the CSV header and the netCDF variables carry the target's
+    coordinate names, and the netCDF file also holds log q and the log importance weights.
+    """
     import torch
 
-    if output.suffix.lower() not in (".csv", ".txt", ".npy", ".npz"):
-        raise BadInput(f"cannot write {output}: use a .csv, .npy or .npz file name")
+    if output.suffix.lower() not in (".csv", ".txt", ".npy", ".npz", ".nc"):
+        raise BadInput(f"cannot write {output}: use a .csv, .npy, .npz or .nc file name")
     flow = _load_model(run)
+    target = _vi_target(run)
     torch.manual_seed(seed)
-    x = flow.sample((n,)).double().cpu().numpy()
-    _write_array(output, x)
+    with torch.no_grad():
+        x, log_q = flow.rsample_and_log_prob((n,))
+        log_weight = None if target is None else target.log_density(x) - log_q
+    x = x.double().cpu().numpy()
+    names = target.names if target is not None else None
+    if output.suffix.lower() == ".nc":
+        from .export import draws_to_netcdf
+
+        try:
+            draws_to_netcdf(
+                x,
+                output,
+                names=names,
+                log_q=log_q.double().cpu().numpy(),
+                log_weight=None if log_weight is None else log_weight.double().cpu().numpy(),
+            )
+        except ImportError as e:
+            raise BadInput(str(e)) from None
+    elif output.suffix.lower() in (".csv", ".txt") and names is not None:
+        from .export import draws_to_csv
+
+        draws_to_csv(x, output, names=names)
+    else:
+        _write_array(output, x)
     typer.echo(f"wrote {n} samples of shape {tuple(x.shape[1:])} to {output}")
+
+
+def _vi_target(run: Path):
+    """The target of a `flowforge vi` run folder (for names and weights), or None."""
+    import json
+
+    metrics = run / "metrics.json"
+    if not metrics.is_file():
+        return None
+    try:
+        recorded = json.loads(metrics.read_text())
+        name, dim = recorded.get("target"), recorded.get("dim")
+        if not isinstance(name, str):
+            return None
+        from .train.runs import resolve_target
+
+        target = resolve_target(name)
+        return target if target.dim == dim else resolve_target(name, dim)
+    except Exception:  # a target that cannot be rebuilt here only costs the names and weights
+        return None
 
 
 @app.command(name="eval")
