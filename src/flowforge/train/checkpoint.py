@@ -3,7 +3,8 @@
 A checkpoint is one file, ``checkpoint.pt`` in the checkpoint directory, written to a
 temporary file in the same directory, flushed to disk and then renamed over the old one
 (``os.replace`` is atomic on POSIX and Windows): a run killed at any moment leaves either
-the previous checkpoint or the new one, never a torn file. Its contents are tensors,
+the previous checkpoint or the new one, never a torn file (the partial temporary file it
+may leave is removed by the next successful write). Its contents are tensors,
 numbers, strings, lists and dicts only, read back with ``torch.load(weights_only=True)``,
 so a checkpoint cannot execute code when it is loaded.
 """
@@ -63,6 +64,10 @@ def save_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path:
             os.unlink(tmp)
         raise
     _fsync_directory(directory)
+    # A process killed mid-write (kill -9, power loss) leaves its temporary file behind.
+    for stale in directory.glob(".checkpoint-*.tmp"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
     return target
 
 
