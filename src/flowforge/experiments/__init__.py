@@ -20,6 +20,7 @@ EXPERIMENTS: dict[str, str] = {
     "eight-schools": "eight_schools",
     "padding": "padding",
     "conditioning": "conditioning",
+    "sphere-depth": "sphere_depth",
 }
 
 
