@@ -18,6 +18,8 @@ __all__ = ["EXPERIMENTS", "get"]
 EXPERIMENTS: dict[str, str] = {
     "energies": "energies",
     "eight-schools": "eight_schools",
+    "linear-coupling": "linear_coupling",
+    "planar-1d": "planar_1d",
     "padding": "padding",
     "conditioning": "conditioning",
     "sphere-depth": "sphere_depth",
