@@ -30,8 +30,12 @@ FIGURE = re.compile(r"!\[[^\]]*\]\((figures/[^)\s]+\.png)\)")
 
 
 def pages() -> list[Path]:
-    """Every docs page with at least one ```python block."""
-    return sorted(p for p in DOCS.rglob("*.md") if BLOCK.search(p.read_text()))
+    """Every docs page with at least one ```python block (the experiments' reports are not tutorials)."""
+    return sorted(
+        p
+        for p in DOCS.rglob("*.md")
+        if "experiments" not in p.relative_to(DOCS).parts and BLOCK.search(p.read_text())
+    )
 
 
 def figures(page: Path) -> list[str]:

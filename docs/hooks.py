@@ -5,6 +5,12 @@
   ``Cost:`` paragraph) and paper (its ``References:`` section).
 - ``<!-- cli-reference -->`` becomes one table of options per ``flowforge`` command, read from the
   typer application itself.
+- ``<!-- experiment-report: NAME -->`` becomes a link to ``experiments/NAME/report.md`` when that
+  report is in the docs folder, a note that the command writes it otherwise, and says so when
+  the experiment is not registered in ``flowforge.experiments.EXPERIMENTS``.
+- Pages written alongside the tutorials (``distributed.md``, ``reliability.md``, the experiment
+  reports under ``experiments/``) join the navigation when they exist (:func:`on_config`):
+  ``--strict`` fails on a nav entry whose file is missing, and these files land independently.
 
 A layer added to ``__all__`` without an entry in :data:`LOG_DET` fails the build (``--strict``
 turns the hook's error into a failure), so the catalogue cannot silently lose a column.
@@ -14,10 +20,16 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import os
 import re
+from pathlib import Path
 
 PLACEHOLDER = "<!-- layer-catalogue -->"
 CLI_PLACEHOLDER = "<!-- cli-reference -->"
+EXPERIMENT_LINK = re.compile(r"<!-- experiment-report: ([\w-]+) -->")
+
+# Top-level pages added to the navigation (after "Troubleshooting") once their files exist.
+OPTIONAL_PAGES = [("Training on several processes", "distributed.md"), ("Reliability", "reliability.md")]
 
 # The log-determinant of each layer's forward (generative) map, log|det dy/dx| per sample. Docstrings
 # state it in many forms (or not at all), so it is written here once per layer; a missing entry is
@@ -167,9 +179,62 @@ def cli_reference() -> str:
     return "\n".join(parts)
 
 
+def _nav_files(nav) -> set[str]:
+    found: set[str] = set()
+    for item in nav:
+        value = next(iter(item.values())) if isinstance(item, dict) else item
+        if isinstance(value, list):
+            found |= _nav_files(value)
+        elif isinstance(value, str):
+            found.add(value)
+    return found
+
+
+def experiment_reports(docs_dir: str | Path) -> list[str]:
+    """Names of the experiments whose ``experiments/NAME/report.md`` is in the docs folder."""
+    return sorted(p.parent.name for p in Path(docs_dir).glob("experiments/*/report.md"))
+
+
+def on_config(config):
+    nav = config.get("nav")
+    if not nav:
+        return config
+    present = _nav_files(nav)
+    docs = Path(config["docs_dir"])
+    extra = [{t: p} for t, p in OPTIONAL_PAGES if (docs / p).is_file() and p not in present]
+    if extra:
+        keys = [next(iter(item)) if isinstance(item, dict) else item for item in nav]
+        at = keys.index("Troubleshooting") + 1 if "Troubleshooting" in keys else len(nav)
+        nav[at:at] = extra
+    reports = [
+        {name: f"experiments/{name}/report.md"}
+        for name in experiment_reports(docs)
+        if f"experiments/{name}/report.md" not in present
+    ]
+    if reports:
+        nav.append({"Experiments": reports})
+    return config
+
+
+def _experiment_link(match: re.Match, page, docs_dir: str) -> str:
+    from flowforge.experiments import EXPERIMENTS
+
+    name = match.group(1)
+    if name not in EXPERIMENTS:
+        return (
+            "none yet; this version of flowforge does not have this experiment "
+            "(`flowforge list experiments` names those it has)"
+        )
+    if (Path(docs_dir) / "experiments" / name / "report.md").is_file():
+        here = os.path.dirname(page.file.src_path)
+        target = os.path.relpath(f"experiments/{name}/report.md", here or ".")
+        return f"[the report of a full run]({Path(target).as_posix()})"
+    return f"not yet in these docs; the command writes it to `runs/experiment-{name}/report.md`"
+
+
 def on_page_markdown(markdown: str, page, config, files) -> str:
     if PLACEHOLDER in markdown:
         markdown = markdown.replace(PLACEHOLDER, layer_catalogue())
     if CLI_PLACEHOLDER in markdown:
         markdown = markdown.replace(CLI_PLACEHOLDER, cli_reference())
-    return markdown
+    return EXPERIMENT_LINK.sub(lambda m: _experiment_link(m, page, config["docs_dir"]), markdown)

@@ -52,13 +52,9 @@ def test_every_tutorial_figure_is_linked_and_generated() -> None:
 
 
 def test_catalogue_lists_every_layer_with_every_column() -> None:
-    sys.path.insert(0, str(DOCS))
-    try:
-        import hooks
-    finally:
-        sys.path.remove(str(DOCS))
     from flowforge import transforms as T
 
+    hooks = _hooks()
     table = hooks.layer_catalogue().splitlines()
     rows = {line.split("|")[1].strip().strip("`"): line for line in table[2:]}
     assert set(rows) == set(T.__all__)
@@ -93,3 +89,39 @@ def test_site_builds_strict(tmp_path: Path) -> None:
         url = rel.with_suffix("").as_posix()
         linked = f'href="{url}/' in nav or f'href="./{url}/' in nav
         assert linked, f"{rel} is not in the navigation: add it to nav in mkdocs.yml"
+
+
+def _hooks():
+    sys.path.insert(0, str(DOCS))
+    try:
+        import hooks
+    finally:
+        sys.path.remove(str(DOCS))
+    return hooks
+
+
+def test_optional_pages_join_the_nav_only_when_they_exist(tmp_path: Path) -> None:
+    hooks = _hooks()
+    nav = [{"Home": "index.md"}, {"Troubleshooting": "troubleshooting.md"}, {"API": [{"x": "api/x.md"}]}]
+    config = hooks.on_config({"nav": [dict(i) for i in nav], "docs_dir": str(tmp_path)})
+    assert config["nav"] == nav  # nothing exists yet: nothing added
+    (tmp_path / "reliability.md").write_text("# R\n")
+    (tmp_path / "experiments" / "padding").mkdir(parents=True)
+    (tmp_path / "experiments" / "padding" / "report.md").write_text("# P\n")
+    config = hooks.on_config({"nav": [dict(i) for i in nav], "docs_dir": str(tmp_path)})
+    assert config["nav"][2] == {"Reliability": "reliability.md"}  # right after Troubleshooting
+    assert config["nav"][-1] == {"Experiments": [{"padding": "experiments/padding/report.md"}]}
+
+
+def test_experiment_links_follow_the_reports(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    hooks = _hooks()
+    page = SimpleNamespace(file=SimpleNamespace(src_path="tutorials/seeds.md"))
+    text = "A <!-- experiment-report: padding -->. B <!-- experiment-report: no-such-thing -->."
+    before = hooks.on_page_markdown(text, page, {"docs_dir": str(tmp_path)}, None)
+    assert "runs/experiment-padding/report.md" in before and "does not have this experiment" in before
+    (tmp_path / "experiments" / "padding").mkdir(parents=True)
+    (tmp_path / "experiments" / "padding" / "report.md").write_text("# P\n")
+    after = hooks.on_page_markdown(text, page, {"docs_dir": str(tmp_path)}, None)
+    assert "](../experiments/padding/report.md)" in after
