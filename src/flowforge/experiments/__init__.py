@@ -20,6 +20,7 @@ EXPERIMENTS: dict[str, str] = {
     "eight-schools": "eight_schools",
     "linear-coupling": "linear_coupling",
     "planar-1d": "planar_1d",
+    "topology": "topology",
     "padding": "padding",
     "conditioning": "conditioning",
     "sphere-depth": "sphere_depth",
