@@ -53,13 +53,13 @@ def _config(quick: bool) -> dict:
     """
     if quick:
         return {"adam": 600, "per_d": {4: {"ks": (1, 2, 8), "gaussian": 3, "permutation": 2, "starts": 1}}}
-    ks = (1, 2, 3, 4, 6, 8, 12, 16, 24, 47)
+    ks = (1, 2, 3, 4, 6, 8, 12, 16, 24)
     return {
-        "adam": 2500,
+        "adam": 2000,
         "per_d": {
-            4: {"ks": ks, "gaussian": 10, "permutation": 5, "starts": 2},
-            8: {"ks": ks, "gaussian": 10, "permutation": 5, "starts": 2},
-            16: {"ks": (1, 2, 4, 8, 16), "gaussian": 4, "permutation": 2, "starts": 1},
+            4: {"ks": (*ks, 47), "gaussian": 10, "permutation": 5, "starts": 2},
+            8: {"ks": ks, "gaussian": 10, "permutation": 5, "starts": 1},
+            16: {"ks": (1, 2, 4, 8), "gaussian": 3, "permutation": 2, "starts": 1},
         },
     }
 
