@@ -8,6 +8,8 @@
 - ``<!-- experiment-report: NAME -->`` becomes a link to ``experiments/NAME/report.md`` when that
   report is in the docs folder, a note that the command writes it otherwise, and says so when
   the experiment is not registered in ``flowforge.experiments.EXPERIMENTS``.
+- ``<!-- page-link: PATH.md | TEXT -->`` becomes a link to the docs page ``PATH.md`` when it
+  exists, and the plain TEXT otherwise (for pages written in parallel with these).
 - Pages written alongside the tutorials (``distributed.md``, ``reliability.md``, the experiment
   reports under ``experiments/``) join the navigation when they exist (:func:`on_config`):
   ``--strict`` fails on a nav entry whose file is missing, and these files land independently.
@@ -27,6 +29,7 @@ from pathlib import Path
 PLACEHOLDER = "<!-- layer-catalogue -->"
 CLI_PLACEHOLDER = "<!-- cli-reference -->"
 EXPERIMENT_LINK = re.compile(r"<!-- experiment-report: ([\w-]+) -->")
+PAGE_LINK = re.compile(r"<!-- page-link: ([\w./-]+\.md) \| ([^>]*?) -->")
 
 # Top-level pages added to the navigation (after "Troubleshooting") once their files exist.
 OPTIONAL_PAGES = [("Training on several processes", "distributed.md"), ("Reliability", "reliability.md")]
@@ -232,9 +235,18 @@ def _experiment_link(match: re.Match, page, docs_dir: str) -> str:
     return f"not yet in these docs; the command writes it to `runs/experiment-{name}/report.md`"
 
 
+def _page_link(match: re.Match, page, docs_dir: str) -> str:
+    path, text = match.group(1), match.group(2).strip()
+    if not (Path(docs_dir) / path).is_file():
+        return text
+    here = os.path.dirname(page.file.src_path)
+    return f"[{text}]({Path(os.path.relpath(path, here or '.')).as_posix()})"
+
+
 def on_page_markdown(markdown: str, page, config, files) -> str:
     if PLACEHOLDER in markdown:
         markdown = markdown.replace(PLACEHOLDER, layer_catalogue())
     if CLI_PLACEHOLDER in markdown:
         markdown = markdown.replace(CLI_PLACEHOLDER, cli_reference())
+    markdown = PAGE_LINK.sub(lambda m: _page_link(m, page, config["docs_dir"]), markdown)
     return EXPERIMENT_LINK.sub(lambda m: _experiment_link(m, page, config["docs_dir"]), markdown)

@@ -125,3 +125,15 @@ def test_experiment_links_follow_the_reports(tmp_path: Path) -> None:
     (tmp_path / "experiments" / "padding" / "report.md").write_text("# P\n")
     after = hooks.on_page_markdown(text, page, {"docs_dir": str(tmp_path)}, None)
     assert "](../experiments/padding/report.md)" in after
+
+
+def test_page_links_appear_when_the_page_does(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    hooks = _hooks()
+    page = SimpleNamespace(file=SimpleNamespace(src_path="tutorials/multi-process.md"))
+    text = "See <!-- page-link: distributed.md | the guide -->."
+    assert hooks.on_page_markdown(text, page, {"docs_dir": str(tmp_path)}, None) == "See the guide."
+    (tmp_path / "distributed.md").write_text("# D\n")
+    linked = hooks.on_page_markdown(text, page, {"docs_dir": str(tmp_path)}, None)
+    assert linked == "See [the guide](../distributed.md)."
