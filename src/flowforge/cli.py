@@ -195,9 +195,11 @@ def vi(
     Prints the ELBO, PSIS k-hat, the importance ESS and one verdict line (does the fit cover the
     posterior, miss mass, or disagree across restarts); k-hat above 0.7 is a separate warning.
     """
+    from .train.distributed import env_rank
     from .train.runs import vi_run
 
-    _use_log(out / "flowforge.log")
+    rank = env_rank()
+    _use_log(out / ("flowforge.log" if rank == 0 else f"flowforge.rank{rank}.log"))
     metrics = vi_run(
         target=target,
         model=model,
@@ -219,6 +221,8 @@ def vi(
         restarts=restarts,
         command=_command(),
     )
+    if rank:
+        return
     typer.echo(f"final ELBO {metrics['final_elbo']:.4f} ± {metrics['final_elbo_se'] or 0:.4f}")
     khat, ess = metrics.get("psis_khat"), metrics.get("importance_ess_fraction")
     if khat is not None and ess is not None:

@@ -304,6 +304,8 @@ def vi_run(
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(device)
+    world = setup(device)
     resolved = resolve_target(target, dim)
     torch.manual_seed(seed)
     flow = resolve_model(model, (resolved.dim,), model_args)
@@ -346,7 +348,10 @@ def vi_run(
         "log_z": resolved.log_z,
         "kl_q_p_estimate": None if resolved.log_z is None or elbo is None else resolved.log_z - elbo,
         "nonfinite_target_values": s["nonfinite_total"],
+        "processes": world.size,
     }
+    if not world.main:  # rank 0 alone diagnoses and writes the run folder
+        return metrics
     best = s.get("restart_best", 0)  # flow holds the best restart's weights; cross-check the others
     others = [f for i, f in enumerate(getattr(history, "restart_flows", [])) if i != best]
     diagnostics = _diagnose(flow, resolved, seed, restarts=others or None)
