@@ -140,7 +140,7 @@ def _kl_figure(rows: list[dict], cases: list[tuple[str, int]]) -> Figure:
         (line,) = ax.plot(
             [x["M"] for x in sel],
             [max(x["kl"], 1e-4) for x in sel],
-            "o-",
+            marker="o",
             ls="-" if kind == "gauss" else "--",
         )
         line.set_label(f"{kind}, r = {r}")
