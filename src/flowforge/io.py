@@ -30,6 +30,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ._alloc import AllocationLimitError, allocation_limit
 from .errors import FlowforgeError, SpecError
 from .flow import Flow
 from .registry import build_flow, check_flow_spec, flow_spec, model_builders, parse_spec_text
@@ -189,7 +190,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
         raise ModelFileError(f"{cfg_path} is {size} bytes; a config over {MAX_CONFIG_BYTES} bytes is refused")
     try:
         raw = json.loads(cfg_path.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:  # deep nesting: RecursionError
         raise ModelFileError(f"{cfg_path} is not valid JSON: {e}") from e
     if isinstance(raw, dict) and isinstance(raw.get("version"), int) and raw["version"] > VERSION:
         raise ModelFileError(
@@ -221,7 +222,7 @@ def _read_weights(path: Path, config: dict) -> tuple[bytes, dict[str, tuple[tupl
         raise ModelFileError(f"{path}: safetensors header length {n} is out of bounds for a {size}-byte file")
     try:
         header = json.loads(blob[8 : 8 + n])
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise ModelFileError(f"{path}: unreadable safetensors header ({e})") from e
     body = size - 8 - n
     for key, entry in header.items() if isinstance(header, dict) else ():
@@ -304,7 +305,17 @@ def load(
     meta = _meta_shapes(config["flow"], saved_dtype)
     if meta is not None:
         _compare(meta, found, where)
-    flow = build_flow(config["flow"], "flow").to(saved_dtype)
+    # Layers that cannot be built on the meta device are built for real: under a cap scaled to
+    # the (size-checked) weights, so that a crafted config cannot allocate without bound.
+    budget = 16 * config["weights_bytes"] + 64 * 2**20
+    try:
+        with allocation_limit(budget):
+            flow = build_flow(config["flow"], "flow").to(saved_dtype)
+    except AllocationLimitError as e:
+        raise ModelFileError(
+            f"{folder / CONFIG_NAME}: building its architecture would allocate far more than its "
+            f"{config['weights_bytes']}-byte weights ({e}); refused"
+        ) from None
     _compare({k: (tuple(v.shape), v.dtype) for k, v in flow.state_dict().items()}, found, where)
     from safetensors.torch import load as st_load
 

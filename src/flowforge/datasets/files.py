@@ -57,7 +57,8 @@ def _is_number(cell: str) -> bool:
 def _read_text(path: Path) -> np.ndarray:
     delimiter = "\t" if path.suffix == ".tsv" else ","
     try:
-        text = path.read_text()
+        # utf-8-sig drops the byte-order mark that spreadsheet programs put before the first cell.
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise DataError(f"{path} is not a text file ({e.reason} at byte {e.start}); expected CSV text") from e
     lines = [line for line in text.splitlines() if line.strip()]
@@ -65,9 +66,16 @@ def _read_text(path: Path) -> np.ndarray:
         raise DataError(f"{path} is empty; expected one row per sample, one column per feature")
     if delimiter == "," and "," not in lines[0] and path.suffix == ".txt":
         delimiter = None  # whitespace-separated text
-    rows = [
-        row for row in (csv.reader(lines, delimiter=delimiter) if delimiter else (ln.split() for ln in lines))
-    ]
+    try:
+        rows = [
+            row
+            for row in (csv.reader(lines, delimiter=delimiter) if delimiter else (ln.split() for ln in lines))
+        ]
+    except csv.Error as e:  # e.g. a field longer than the csv module's limit
+        raise DataError(f"{path} cannot be read as CSV: {e}") from e
+    if len(rows) != len(lines):
+        # csv would join a quoted field across lines ("2<newline>3" read as 23): refuse instead.
+        raise DataError(f"{path} has a quoted field spanning lines; expected one row per line")
     rows = [[cell.strip() for cell in row] for row in rows]
     # A first line without a single number is a header; a partly numeric one is bad data.
     start = 1 if not any(_is_number(c) for c in rows[0]) else 0
@@ -87,7 +95,9 @@ def _read_text(path: Path) -> np.ndarray:
 
 def _read_numpy(path: Path, key: str | None) -> np.ndarray:
     try:
-        loaded = np.load(path, allow_pickle=False)
+        return _numpy_array(path, key)
+    except DataError:
+        raise
     except ValueError as e:
         if "pickle" in str(e):
             raise DataError(
@@ -95,8 +105,14 @@ def _read_numpy(path: Path, key: str | None) -> np.ndarray:
                 "save a numeric array instead"
             ) from e
         raise DataError(f"cannot read {path} as a numpy file: {e}") from e
-    except (OSError, EOFError) as e:
-        raise DataError(f"cannot read {path} as a numpy file: {e}") from e
+    except Exception as e:
+        # A damaged file fails deep in numpy or zipfile (BadZipFile, EOFError, tokenizer errors,
+        # MemoryError for a header claiming a huge shape): all of them mean the same to the user.
+        raise DataError(f"cannot read {path} as a numpy file: {type(e).__name__}: {e}") from e
+
+
+def _numpy_array(path: Path, key: str | None) -> np.ndarray:
+    loaded = np.load(path, allow_pickle=False)
     if isinstance(loaded, np.lib.npyio.NpzFile):
         with loaded:
             keys = list(loaded.keys())
@@ -114,6 +130,8 @@ def _read_numpy(path: Path, key: str | None) -> np.ndarray:
         array = loaded
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
         raise DataError(f"{path} holds an array of dtype {array.dtype}; expected numbers")
+    if np.iscomplexobj(array):
+        raise DataError(f"{path} holds complex numbers ({array.dtype}); expected real ones")
     return array
 
 

@@ -137,6 +137,10 @@ class Run:
     ) -> None:
         if steps < 1:
             raise ValueError(f"steps must be positive; got {steps}")
+        if not (math.isfinite(lr) and lr >= 0) or not (math.isfinite(weight_decay) and weight_decay >= 0):
+            raise ValueError(
+                f"lr and weight_decay must be finite and >= 0; got lr={lr}, weight_decay={weight_decay}"
+            )
         if clip is not None and not clip > 0:
             raise ValueError(f"clip must be positive or None; got {clip}")
         if max_rollbacks < 0:

@@ -224,6 +224,8 @@ def fit(
         raise TypeError(f"fit trains a flowforge.Flow; got {type(flow).__name__}")
     if steps is not None and epochs is not None:
         raise ValueError("give steps= or epochs=, not both")
+    if not batch_size >= 1:
+        raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
     lazy = isinstance(data, MemmapData)
     data = data.checked(flow.event_shape) if lazy else as_data(data, flow.event_shape)
     n = data.shape[0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,10 +40,13 @@ def call_target(log_density: Callable[[Tensor], Tensor], x: Tensor, event_dim: i
     """``log_density`` at the points ``x`` (shape ``(*batch, *event)``), checked; returns the batch shape.
 
     The target is called once on all points flattened to ``(n, *event)`` and must return a
-    tensor of shape ``(n,)``; NaN and -inf are allowed (they mean zero density).
+    tensor of shape ``(n,)``; NaN and -inf are allowed (they mean zero density), and so is +inf (a
+    singularity or an overflow), which the engine excludes and counts like NaN. A result that does
+    not depend on ``x`` through autograd (computed in numpy, or detached) gets a warning: the fit
+    would then see the flow's entropy only.
 
     Raises:
-        TargetError: the target raised, or returned something other than a tensor.
+        TargetError: the target raised, or returned something other than a floating tensor.
         ShapeError: the result does not have shape ``(n,)``.
     """
     batch = x.shape[: x.dim() - event_dim]
@@ -67,6 +71,17 @@ def call_target(log_density: Callable[[Tensor], Tensor], x: Tensor, event_dim: i
         raise ShapeError(
             f"the target {_name(log_density)} returned shape {tuple(out.shape)} for {n} points of shape "
             f"{tuple(flat.shape[1:])}; expected ({n},): one log-density per point{hint}"
+        )
+    if not out.is_floating_point():
+        raise TargetError(
+            f"the target {_name(log_density)} returned a tensor of dtype {out.dtype}; log-densities must "
+            "be a floating tensor (complex, integer and boolean values are refused rather than cast)"
+        )
+    if flat.requires_grad and not out.requires_grad:
+        warnings.warn(
+            f"the target {_name(log_density)} returned values that do not depend on the samples through "
+            "autograd (computed outside torch, or detached): the fit only sees the flow's entropy",
+            stacklevel=3,
         )
     return out.to(x.dtype).reshape(batch)
 
@@ -360,7 +375,7 @@ def fit_vi(
                 return loss
 
             def describe(stats: dict = stats) -> str:
-                return f"{stats.get('nonfinite', '?')} of the samples had a NaN or -inf target value"
+                return f"{stats.get('nonfinite', '?')} of the samples had a NaN or infinite target value"
 
             loss, norm = run.optimize(loss_fn, describe)
             record = {
@@ -395,7 +410,7 @@ def fit_vi(
     )
     if nonfinite:
         log.warning(
-            "the target was NaN or -inf at %d of %d samples (excluded as zero density)",
+            "the target was NaN or infinite at %d of %d samples (excluded as zero density)",
             nonfinite,
             per_step * len(history),
         )
