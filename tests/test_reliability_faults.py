@@ -11,6 +11,8 @@ completes, and its saved weights must equal, bit for bit, those of an uninterrup
 from __future__ import annotations
 
 import json
+import math
+import re
 import subprocess
 import sys
 import textwrap
@@ -20,8 +22,11 @@ import torch
 
 import flowforge as ff
 from flowforge import transforms as T
+from flowforge.cli import main
 from flowforge.datasets import generate
-from flowforge.train import load_checkpoint
+from flowforge.diagnostics.health import layer_health
+from flowforge.train import TrainingDivergedError, load_checkpoint
+from flowforge.train.health import explain_nonfinite, rng_snapshot
 
 SPEC = """
 base: {type: StandardNormal, shape: [2]}
@@ -242,3 +247,122 @@ def test_checkpoint_write_failing_midway_keeps_the_previous_one_and_resume_is_ex
     ff.fit(resumed, data, checkpoint_dir=tmp_path, resume=True, **kwargs)
     for a, b in zip(reference.state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+# -- injected numerical faults: the health monitor names the layer -------------------------------------
+class _NaNGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * math.nan
+
+
+class _PoisonedGradient(T.Transform):
+    """Exact values, NaN gradients: a fault only the backward pass can show."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shift = torch.nn.Parameter(torch.zeros(2))
+
+    def _forward(self, x, context):
+        return _NaNGradient.apply(x + self.shift), x.new_zeros(x.shape[:-1])
+
+    def _inverse(self, y, context):
+        return _NaNGradient.apply(y - self.shift), y.new_zeros(y.shape[:-1])
+
+
+class _WrongLogDet(T.Transform):
+    """A shift whose forward log-det is off by 0.1 and whose inverse misses the shift by 1e-3."""
+
+    def _forward(self, x, context):
+        return x + 1.0, x.new_full(x.shape[:-1], 0.1)
+
+    def _inverse(self, y, context):
+        return y - 1.0 + 1e-3, y.new_zeros(y.shape[:-1])
+
+
+def test_training_names_the_layer_direction_and_batch_rows_of_the_first_non_finite_value():
+    torch.manual_seed(0)
+    data = torch.rand(200, 2) * 1.8 - 0.9
+    data[6, 1] = 1.5  # outside tanh's range: the inverse of Tanh has log-det -inf there
+    flow = ff.Flow(ff.distributions.StandardNormal((2,)), [T.LULinear(2), T.Tanh()])
+    with pytest.raises(TrainingDivergedError) as info:
+        ff.fit(
+            flow,
+            data,
+            steps=5,
+            batch_size=200,
+            val_fraction=0,
+            standardize=False,
+            progress=False,
+            max_rollbacks=0,
+        )
+    message = str(info.value)
+    assert "step 0" in message and "data row(s) [6]" in message
+    assert re.search(
+        r"log-det of Tanh \(transform\.transforms\.1\), inverse at batch row\(s\) \d+ of 200", message
+    )
+
+    # Forward direction (VI): Exp overflows for the larger base draws; the loss stays finite
+    # (those samples are excluded as undefined) but the gradient does not.
+    d = T.Diagonal(2)
+    with torch.no_grad():
+        d.params[:, 1] = 5.0
+    flow = ff.Flow(ff.distributions.StandardNormal((2,)), [d, T.Exp()])
+
+    def log_normal(x):
+        return -(x.log() ** 2).sum(-1) - x.log().sum(-1)
+
+    with pytest.raises(
+        TrainingDivergedError, match=r"output of Exp \(transform\.transforms\.1\), forward at batch row"
+    ):
+        ff.fit_vi(flow, log_normal, steps=3, samples=32, progress=False, max_rollbacks=0)
+
+    # Only the backward pass is non-finite: the layer whose backward produced it is named.
+    flow = ff.Flow(ff.distributions.StandardNormal((2,)), [T.LULinear(2), _PoisonedGradient(), T.Diagonal(2)])
+    with pytest.raises(
+        TrainingDivergedError, match=r"input gradient of _PoisonedGradient \(transform\.transforms\.1\)"
+    ):
+        ff.fit(flow, torch.randn(100, 2), steps=3, progress=False, max_rollbacks=0, standardize=False)
+
+
+def test_the_replay_leaves_the_random_stream_as_it_was():
+    # A rollback's diagnosis replays the step; the run must go on as if it had not.
+    state = torch.get_rng_state()
+    flow = ff.Flow(ff.distributions.StandardNormal((2,)), [T.Tanh()])
+    x = torch.tensor([[0.1, 3.0]])
+    rng = rng_snapshot()
+    torch.randn(5)
+    after = torch.get_rng_state()
+    assert "Tanh" in explain_nonfinite(flow, lambda: -flow.log_prob(x).mean(), rng, gradients=False)
+    assert torch.equal(torch.get_rng_state(), after)
+    torch.set_rng_state(state)
+
+
+def test_layer_health_points_at_the_faulty_layer(tmp_path, capsys):
+    torch.manual_seed(0)
+    flow = ff.Flow(ff.distributions.StandardNormal((2,)), [T.LULinear(2), _WrongLogDet(), T.Tanh()])
+    report = layer_health(flow, flow.sample((64,)), jacobians=4)
+    assert [h.passed for h in report.layers] == [True, False, True]
+    bad = report.layers[1]
+    assert bad.layer == "_WrongLogDet" and bad.roundtrip_error == pytest.approx(1e-3 / 2, rel=0.6)
+    # Data points walk the inverses, whose log-det is right here: the forward's is caught by the
+    # consistency check (inverse + forward = 0.1), not by the autograd check of the inverse.
+    assert bad.logdet_consistency == pytest.approx(0.1) and bad.logdet_vs_autograd == pytest.approx(
+        0, abs=1e-9
+    )
+    assert all(p.startswith("layer 1 (_WrongLogDet)") for p in report.problems)
+    # flowforge check lists every layer of a saved model.
+    good = ff.Flow(
+        ff.distributions.StandardNormal((2,)), [T.LULinear(2), T.RationalQuadraticSpline(2, bins=4)]
+    )
+    path = ff.save(good, tmp_path / "model")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["check", str(path), "-n", "50", "--jacobians", "3", "--strict"])
+    out = json.loads(capsys.readouterr().out)
+    assert exit_info.value.code == 0 and out["passed"]
+    assert [layer["layer"] for layer in out["layers"]] == ["LULinear", "RationalQuadraticSpline"]
+    assert all(layer["roundtrip_error"] < 1e-6 for layer in out["layers"])
