@@ -194,15 +194,19 @@ def _verdicts(report: Report, runs: list[dict], cfg: dict) -> list[list]:
             )
             rows[-1] += [f["cond_max"], f"{rho:+.2f}"]
         coupling = [r for r in mine if r["family"] != "residual"]
-        residual = [r for r in mine if r["family"] == "residual"]
+        final_kl = [r["final"]["kl"] for r in mine]
+        across = _spearman(final_kl, [math.log(r["final"]["cond_max"]) for r in mine])
         best = min(mine, key=lambda r: r["final"]["kl"])
-        worst_c = max(r["final"]["cond_max"] for r in residual)
-        best_c = min(r["final"]["cond_max"] for r in coupling)
         report.verdict(
-            best["family"] != "residual" and worst_c < best_c,
-            f"{name}: across families, the best fit ({best['label']}, KL {best['final']['kl']:.3f}) is a "
-            f"coupling flow, and every residual flow ends better conditioned (largest condition number "
-            f"at most {worst_c:.3g}) than every coupling flow (at least {best_c:.3g}).",
+            across <= -0.5 + 1e-9,  # rank correlations of 3 or 4 models take few values
+            f"{name}: across the {len(mine)} models at the end of training, the better the fit the worse "
+            f"the conditioning (Spearman correlation of KL with log largest condition number {across:+.2f}; "
+            f"agreement needs -0.5 or below). Best fit: {best['label']} (KL {best['final']['kl']:.3f}, "
+            f"condition number up to {best['final']['cond_max']:.3g}); "
+            + "; ".join(
+                f"{r['label']}: KL {r['final']['kl']:.3f}, cond {r['final']['cond_max']:.3g}" for r in mine
+            )
+            + ".",
         )
         rhos = [r["spearman_kl_logcond"] for r in coupling]
         report.verdict(
