@@ -55,7 +55,7 @@ class Target:
         >>> t = Target("gauss", 3, 1)
         >>> x = torch.zeros(3, dtype=torch.float64)
         >>> round(float(t.log_prob(x)), 4)  # 3 log N(0) + log 2
-        -2.0638
+        -2.0637
     """
 
     def __init__(self, kind: str, d: int, r: int) -> None:
