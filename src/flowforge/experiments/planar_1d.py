@@ -279,6 +279,8 @@ def _figures(flows: dict, tvs: dict, depths: tuple[int, ...]) -> tuple[Figure, F
         ax.plot(depths, [tvs[(name, d)] for d in depths], "o-", label=name)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.set_xticks(depths, [str(d) for d in depths])
+    ax.minorticks_off()
     ax.set_xlabel("ReLU planar layers L")
     ax.set_ylabel("total variation TV(p, q)")
     ax.set_title("TV vs depth (quantile-regression fits)")
