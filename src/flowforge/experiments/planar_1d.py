@@ -130,7 +130,7 @@ class _PiecewiseLinear(torch.nn.Module):
         x = torch.cat([self.first, self.first + torch.cumsum(torch.nn.functional.softplus(self.steps), 0)])
         inner = torch.log(x.diff()) - torch.log(self.knots.diff())
         log_slope = torch.cat([self.log_ends[:1], inner, self.log_ends[1:]])
-        # the planar constraint bounds each layer's slope ratio from below
+        # keeps exp() finite; _set checks the planar constraint (ratio > 1e-4) when the layers are built
         return self.knots, x, log_slope.clamp_min(-30.0)
 
     def forward(self, z: Tensor) -> Tensor:
