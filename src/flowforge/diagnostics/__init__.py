@@ -7,6 +7,7 @@
   forward KL, reference draws in low-``q`` regions);
 - :mod:`~flowforge.diagnostics.jacobian`: Jacobian singular values, condition numbers, round trip,
   log-det check;
+- :mod:`~flowforge.diagnostics.health`: the same per layer (where a drift comes from);
 - :mod:`~flowforge.diagnostics.defensive`: defensive importance sampling, the posterior mass the
   flow misses (what PSIS cannot see);
 - :mod:`~flowforge.diagnostics.multistart`: agreement between restarts;
@@ -22,6 +23,7 @@ Example:
 
 from . import defensive as _defensive
 from . import elbo as _elbo
+from . import health as _health
 from . import importance as _importance
 from . import jacobian as _jacobian
 from . import multistart as _multistart
@@ -31,6 +33,7 @@ from . import summary as _summary
 from . import verdict as _verdict
 from .defensive import *  # noqa: F403
 from .elbo import *  # noqa: F403
+from .health import *  # noqa: F403
 from .importance import *  # noqa: F403
 from .jacobian import *  # noqa: F403
 from .multistart import *  # noqa: F403
@@ -39,6 +42,17 @@ from .reference import *  # noqa: F403
 from .summary import *  # noqa: F403
 from .verdict import *  # noqa: F403
 
-_MODULES = [_defensive, _elbo, _importance, _jacobian, _multistart, _psis, _reference, _summary, _verdict]
+_MODULES = [
+    _defensive,
+    _elbo,
+    _health,
+    _importance,
+    _jacobian,
+    _multistart,
+    _psis,
+    _reference,
+    _summary,
+    _verdict,
+]
 
 __all__ = sorted({name for module in _MODULES for name in module.__all__})
