@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: all install demo test lint format clean docs serve-docs
+.PHONY: all install demo test lint format clean docs serve-docs docs-figures docs-check
 
 all: test
 
@@ -40,6 +40,18 @@ test: $(STAMP)
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -d site
+
+serve-docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve
+
+# Rerun the tutorials' code and copy the figures it writes next to the pages (commit the PNGs).
+docs-figures: $(STAMP)
+	$(PY) docs/gen_figures.py
+
+# The built site in headless Chromium (figures load, navigation works, screenshots in site/screenshots).
+# Not part of `make test`: it needs chromium (Debian: apt-get install -y chromium).
+docs-check: $(STAMP)
+	FLOWFORGE_DOCS_BROWSER=1 DOCS_SCREENSHOTS=site/screenshots $(PY) -m pytest -p no:cacheprovider -o addopts="" tests/test_docs_browser.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -32,7 +32,7 @@ EXPERIMENT_LINK = re.compile(r"<!-- experiment-report: ([\w-]+) -->")
 PAGE_LINK = re.compile(r"<!-- page-link: ([\w./-]+\.md) \| ([^>]*?) -->")
 
 # Top-level pages added to the navigation (after "Troubleshooting") once their files exist.
-OPTIONAL_PAGES = [("Training on several processes", "distributed.md"), ("Reliability", "reliability.md")]
+OPTIONAL_PAGES = [("Distributed training", "distributed.md"), ("Reliability", "reliability.md")]
 
 # The log-determinant of each layer's forward (generative) map, log|det dy/dx| per sample. Docstrings
 # state it in many forms (or not at all), so it is written here once per layer; a missing entry is
