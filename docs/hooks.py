@@ -5,6 +5,8 @@
   ``Cost:`` paragraph) and paper (its ``References:`` section).
 - ``<!-- cli-reference -->`` becomes one table of options per ``flowforge`` command, read from the
   typer application itself.
+- ``<!-- error-table -->`` becomes a table of every subclass of ``flowforge.FlowforgeError`` that
+  the public packages define, with its built-in base and the first line of its docstring.
 - ``<!-- experiment-report: NAME -->`` becomes a link to ``experiments/NAME/report.md`` when that
   report is in the docs folder, a note that the command writes it otherwise, and says so when
   the experiment is not registered in ``flowforge.experiments.EXPERIMENTS``.
@@ -28,6 +30,7 @@ from pathlib import Path
 
 PLACEHOLDER = "<!-- layer-catalogue -->"
 CLI_PLACEHOLDER = "<!-- cli-reference -->"
+ERRORS_PLACEHOLDER = "<!-- error-table -->"
 EXPERIMENT_LINK = re.compile(r"<!-- experiment-report: ([\w-]+) -->")
 PAGE_LINK = re.compile(r"<!-- page-link: ([\w./-]+\.md) \| ([^>]*?) -->")
 
@@ -182,6 +185,38 @@ def cli_reference() -> str:
     return "\n".join(parts)
 
 
+def _public_name(cls: type) -> str:
+    """The shortest public import path of ``cls``: the first package on its module's path exporting it."""
+    parts = cls.__module__.split(".")
+    for i in range(1, len(parts) + 1):
+        package = ".".join(parts[:i])
+        module = __import__(package, fromlist=["_"])
+        if getattr(module, cls.__name__, None) is cls and not any(p.startswith("_") for p in parts[:i]):
+            return f"{package}.{cls.__name__}"
+    return f"{cls.__module__}.{cls.__name__}"
+
+
+def error_table() -> str:
+    import flowforge
+    import flowforge.datasets
+    import flowforge.io
+    import flowforge.train  # importing the packages defines the subclasses
+
+    found: list[type] = []
+    todo = [flowforge.FlowforgeError]
+    while todo:
+        cls = todo.pop(0)
+        found.append(cls)
+        todo.extend(sorted(cls.__subclasses__(), key=lambda c: c.__name__))
+    rows = ["| error | is also a | raised when |", "| --- | --- | --- |"]
+    for cls in found:
+        builtin = [b.__name__ for b in cls.__mro__[1:] if b.__module__ == "builtins" and b is not object]
+        also = ", ".join(f"`{b}`" for b in builtin if b not in ("Exception", "BaseException")) or "—"
+        doc = (inspect.getdoc(cls) or "").split("\n\n")[0]
+        rows.append("| " + " | ".join(_cell(c) for c in [f"`{_public_name(cls)}`", also, doc]) + " |")
+    return "\n".join(rows)
+
+
 def _nav_files(nav) -> set[str]:
     found: set[str] = set()
     for item in nav:
@@ -248,5 +283,7 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
         markdown = markdown.replace(PLACEHOLDER, layer_catalogue())
     if CLI_PLACEHOLDER in markdown:
         markdown = markdown.replace(CLI_PLACEHOLDER, cli_reference())
+    if ERRORS_PLACEHOLDER in markdown:
+        markdown = markdown.replace(ERRORS_PLACEHOLDER, error_table())
     markdown = PAGE_LINK.sub(lambda m: _page_link(m, page, config["docs_dir"]), markdown)
     return EXPERIMENT_LINK.sub(lambda m: _experiment_link(m, page, config["docs_dir"]), markdown)
