@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ShapeError
+from ..transforms._permute import permute_last
 from .mlp import _ACTIVATIONS
 
 __all__ = ["MADE", "ORDERINGS"]
@@ -218,7 +219,8 @@ class MADE(nn.Module):
 
     # -- evaluation ---------------------------------------------------------------------
     def _masked(self) -> list[tuple[Tensor, Tensor]]:
-        return [(layer.weight * getattr(self, f"mask{i}"), layer.bias) for i, layer in enumerate(self.layers)]
+        buffers = self._buffers  # direct: nn.Module attribute lookup is slow in this hot path
+        return [(layer.weight * buffers[f"mask{i}"], layer.bias) for i, layer in enumerate(self.layers)]
 
     def _context_term(self, context: Tensor | None, x: Tensor) -> Tensor | None:
         if self.context is None:
@@ -297,12 +299,16 @@ class MADE(nn.Module):
         weights, biases = [], []
         for i, (w, b) in enumerate(self._masked()):
             rows = self.level_rows if i == hidden else orders[i + 1]
-            weights.append(w[rows][:, orders[i]])
-            biases.append(b[rows])
+            weights.append(w.index_select(0, rows).index_select(1, orders[i]))
+            biases.append(b.index_select(0, rows))
         if ctx is not None:
-            ctx = ctx[..., self.level_rows if hidden == 0 else orders[1]]
-        y = y.expand(*batch, self.features)[..., self.level_index]
-        acts = [y.new_zeros(*batch, 0) for _ in range(hidden + 1)]  # solved x, then each layer
+            ctx = ctx.index_select(-1, self.level_rows if hidden == 0 else orders[1])
+        y = y.expand(*batch, self.features).index_select(-1, self.level_index)
+        # Without autograd (sampling) the activations are written into preallocated buffers; with
+        # it they grow by concatenation, since autograd forbids writing into a tensor it has read.
+        grow = torch.is_grad_enabled()
+        widths = [self.features] + [len(o) for o in orders[1:]]
+        acts = [y.new_empty(*batch, 0 if grow else n) for n in widths]  # solved x, then each layer
         total = y.new_zeros(batch)
         offsets = [0] * (hidden + 1)
         p = self.n_params
@@ -311,22 +317,30 @@ class MADE(nn.Module):
                 count = self._unit_counts[i][level]
                 if count == 0:
                     continue
-                lo, known = offsets[i + 1], acts[i].shape[-1]
-                new = F.linear(acts[i], weights[i][lo : lo + count, :known], biases[i][lo : lo + count])
+                lo, known = offsets[i + 1], offsets[i]
+                inp = acts[i] if grow else acts[i][..., :known]
+                new = F.linear(inp, weights[i][lo : lo + count, :known], biases[i][lo : lo + count])
                 if i == 0 and ctx is not None:
                     new = new + ctx[..., lo : lo + count]
-                acts[i + 1] = _append(acts[i + 1], self.activation(new))
+                if grow:
+                    acts[i + 1] = _append(acts[i + 1], self.activation(new))
+                else:
+                    acts[i + 1][..., lo : lo + count] = self.activation(new)
                 offsets[i + 1] += count
-            lo, known = offsets[0], acts[hidden].shape[-1]
+            lo, known = offsets[0], offsets[hidden]
             rows = slice(lo * p, (lo + size) * p)
-            out = F.linear(acts[hidden], weights[hidden][rows, :known], biases[hidden][rows])
+            inp = acts[hidden] if grow else acts[hidden][..., :known]
+            out = F.linear(inp, weights[hidden][rows, :known], biases[hidden][rows])
             if hidden == 0 and ctx is not None:
                 out = out + ctx[..., rows]
             part, aux = step(y[..., lo : lo + size], out.unflatten(-1, (size, p)))
-            acts[0] = _append(acts[0], part)
+            if grow:
+                acts[0] = _append(acts[0], part)
+            else:
+                acts[0][..., lo : lo + size] = part
             offsets[0] += size
             total = total + aux.sum(-1)
-        return acts[0][..., self.level_order], total
+        return permute_last(acts[0], self.level_order, self.level_index), total
 
     def extra_repr(self) -> str:
         ctx = f", context_features={self.context_features}" if self.context_features is not None else ""

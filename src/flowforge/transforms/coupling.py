@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ..nets import MLP, ResNet
+from ._permute import permute_last
 from .base import Transform
 from .masks import as_mask
 from .parametric import _event_shape
@@ -155,24 +156,31 @@ class Coupling(Transform):
             out = self.net(inp)
             c, h, w = self.event_shape
             return out.reshape(*out.shape[:-3], c, p, h, w).movedim(-3, -1)
-        fixed = x.reshape(*self.batch_shape(x), -1)[..., self.fixed_index]
+        return self._mlp_params(x.reshape(*self.batch_shape(x), -1)[..., self.fixed_index], context)
+
+    def _mlp_params(self, fixed: Tensor, context: Tensor | None) -> Tensor:
+        p = self.transformer.n_params
         inp = fixed if context is None else torch.cat([fixed, context.to(fixed.dtype)], dim=-1)
         return self.net(inp).reshape(*fixed.shape[:-1], len(self.free_index), p)
 
     def _couple(self, x: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
         x, context = self._batch(x, context)
-        params = self._params(x, context)
         f = self.transformer.inverse if inverse else self.transformer.forward
-        if self.dense:
-            out, ladj = f(x, params)
-            zero = torch.zeros((), dtype=x.dtype, device=x.device)
-            y = torch.where(self.mask, x, out)
-            return y, torch.where(self.mask, zero, ladj).sum(dim=(-3, -2, -1))
-        batch = self.batch_shape(x)
-        flat = x.reshape(*batch, -1)
-        out, ladj = f(flat[..., self.free_index], params)
-        y = torch.cat([flat[..., self.fixed_index], out], dim=-1)[..., self.unorder]
-        return y.reshape(*batch, *self.event_shape), ladj.sum(dim=-1)
+        if not self.dense:
+            # One permutation gather each way (fixed entries first), not three index gathers whose
+            # gradients are scatter-adds: the slow part of a small coupling's step on a CPU.
+            batch = self.batch_shape(x)
+            order = torch.cat([self.fixed_index, self.free_index])
+            k = len(self.fixed_index)
+            ordered = permute_last(x.reshape(*batch, -1), order, self.unorder)
+            fixed, free = ordered[..., :k], ordered[..., k:]
+            out, ladj = f(free, self._mlp_params(fixed, context))
+            y = permute_last(torch.cat([fixed, out], dim=-1), self.unorder, order)
+            return y.reshape(*batch, *self.event_shape), ladj.sum(dim=-1)
+        out, ladj = f(x, self._params(x, context))
+        zero = torch.zeros((), dtype=x.dtype, device=x.device)
+        y = torch.where(self.mask, x, out)
+        return y, torch.where(self.mask, zero, ladj).sum(dim=(-3, -2, -1))
 
     def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         return self._couple(x, context, inverse=False)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ShapeError
+from ._permute import permute_last
 from .base import Transform
 from .parametric import Elementwise
 from .transformers import AffineTransformer
@@ -107,10 +108,10 @@ class Permutation(Transform):
         self.register_buffer("inv_perm", torch.argsort(perm))
 
     def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        return x[..., self.perm], x.new_zeros(x.shape[:-1])
+        return permute_last(x, self.perm, self.inv_perm), x.new_zeros(x.shape[:-1])
 
     def _inverse(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        return y[..., self.inv_perm], y.new_zeros(y.shape[:-1])
+        return permute_last(y, self.inv_perm, self.perm), y.new_zeros(y.shape[:-1])
 
 
 class Diagonal(Elementwise):
