@@ -125,7 +125,7 @@ class Diagonal(Elementwise):
     Example:
         >>> import torch
         >>> Diagonal(2)(torch.ones(1, 2))
-        (tensor([[1., 1.]], grad_fn=<AddBackward0>), tensor([0.], grad_fn=<SumBackward1>))
+        (tensor([[1., 1.]], grad_fn=<AddcmulBackward0>), tensor([0.], grad_fn=<SumBackward1>))
     """
 
     def __init__(self, features: int | Sequence[int], *, context_features: int | None = None) -> None:
