@@ -98,7 +98,7 @@ TARGETS = {
 def _config(quick: bool) -> dict:
     if quick:
         return {"depths": (5, 50), "samples": 20000, "iters": 300, "grid": 8001}
-    return {"depths": (5, 20, 50, 300), "samples": 400000, "iters": 2000, "grid": 40001}
+    return {"depths": (5, 20, 50, 300), "samples": 200000, "iters": 800, "grid": 40001}
 
 
 def _softplus_inv(y: Tensor) -> Tensor:
