@@ -233,6 +233,11 @@ def experiment_reports(docs_dir: str | Path) -> list[str]:
     return sorted(p.parent.name for p in Path(docs_dir).glob("experiments/*/report.md"))
 
 
+def _report_title(name: str) -> str:
+    """The nav title of an experiment report: the command's name (reports' headings are long)."""
+    return f"flowforge experiment {name}"
+
+
 def on_config(config):
     nav = config.get("nav")
     if not nav:
@@ -245,7 +250,7 @@ def on_config(config):
         at = keys.index("Troubleshooting") + 1 if "Troubleshooting" in keys else len(nav)
         nav[at:at] = extra
     reports = [
-        {name: f"experiments/{name}/report.md"}
+        {_report_title(name): f"experiments/{name}/report.md"}
         for name in experiment_reports(docs)
         if f"experiments/{name}/report.md" not in present
     ]
@@ -258,15 +263,15 @@ def _experiment_link(match: re.Match, page, docs_dir: str) -> str:
     from flowforge.experiments import EXPERIMENTS
 
     name = match.group(1)
+    if (Path(docs_dir) / "experiments" / name / "report.md").is_file():
+        here = os.path.dirname(page.file.src_path)
+        target = os.path.relpath(f"experiments/{name}/report.md", here or ".")
+        return f"[the report of a full run]({Path(target).as_posix()})"
     if name not in EXPERIMENTS:
         return (
             "none yet; this version of flowforge does not have this experiment "
             "(`flowforge list experiments` names those it has)"
         )
-    if (Path(docs_dir) / "experiments" / name / "report.md").is_file():
-        here = os.path.dirname(page.file.src_path)
-        target = os.path.relpath(f"experiments/{name}/report.md", here or ".")
-        return f"[the report of a full run]({Path(target).as_posix()})"
     return f"not yet in these docs; the command writes it to `runs/experiment-{name}/report.md`"
 
 

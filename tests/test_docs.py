@@ -110,7 +110,9 @@ def test_optional_pages_join_the_nav_only_when_they_exist(tmp_path: Path) -> Non
     (tmp_path / "experiments" / "padding" / "report.md").write_text("# P\n")
     config = hooks.on_config({"nav": [dict(i) for i in nav], "docs_dir": str(tmp_path)})
     assert config["nav"][2] == {"Reliability": "reliability.md"}  # right after Troubleshooting
-    assert config["nav"][-1] == {"Experiments": [{"padding": "experiments/padding/report.md"}]}
+    assert config["nav"][-1] == {
+        "Experiments": [{"flowforge experiment padding": "experiments/padding/report.md"}]
+    }
 
 
 def test_experiment_links_follow_the_reports(tmp_path: Path) -> None:
