@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from ..errors import ShapeError
 from ..transforms._permute import permute_last
 from .mlp import _ACTIVATIONS
+from .precision import conditioner_autocast
 
 __all__ = ["MADE", "ORDERINGS"]
 
@@ -256,7 +257,9 @@ class MADE(nn.Module):
         The batch shapes of ``x`` and the context broadcast.
         """
         self._check(x)
-        return self._evaluate(x, self._context_term(context, x), self._masked())
+        with conditioner_autocast(x):
+            out = self._evaluate(x, self._context_term(context, x), self._masked())
+        return out.to(x.dtype)  # a no-op unless in mixed precision
 
     def solve(
         self,
@@ -289,6 +292,12 @@ class MADE(nn.Module):
             True
         """
         self._check(y)
+        with conditioner_autocast(y):
+            return self._solve(y, step, context)
+
+    def _solve(
+        self, y: Tensor, step: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]], context: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
         ctx = self._context_term(context, y)
         batch = y.shape[:-1] if ctx is None else torch.broadcast_shapes(y.shape[:-1], ctx.shape[:-1])
         hidden = len(self.layers) - 1
@@ -333,7 +342,8 @@ class MADE(nn.Module):
             out = F.linear(inp, weights[hidden][rows, :known], biases[hidden][rows])
             if hidden == 0 and ctx is not None:
                 out = out + ctx[..., rows]
-            part, aux = step(y[..., lo : lo + size], out.unflatten(-1, (size, p)))
+            # The transformer runs in y's dtype even in mixed precision (a no-op cast otherwise).
+            part, aux = step(y[..., lo : lo + size], out.to(y.dtype).unflatten(-1, (size, p)))
             if grow:
                 acts[0] = _append(acts[0], part)
             else:

@@ -19,6 +19,7 @@ from torch import Tensor
 from ..datasets.memmap import MemmapData
 from ..errors import ShapeError
 from ..flow import Flow
+from ..nets.precision import PRECISIONS, conditioner_precision
 from ..transforms.base import Compose
 from ..transforms.standardize import Standardize
 from .data import EpochSampler, as_data, digest, split
@@ -35,6 +36,11 @@ log = logging.getLogger("flowforge.train")
 def nll(flow: Flow, x: Tensor, context: Tensor | None = None) -> Tensor:
     """Mean negative log-likelihood of a batch (the loss of maximum likelihood)."""
     return -flow.log_prob(x, context).mean()
+
+
+def _in_precision(precision: str | None, fn, *args):
+    with conditioner_precision(precision):
+        return fn(*args)
 
 
 @torch.no_grad()
@@ -142,6 +148,7 @@ def fit(
     dtype: torch.dtype | str | None = None,
     max_rollbacks: int = 5,
     compile: bool = False,
+    mixed_precision: str | None = None,
 ) -> History:
     """Fit ``flow`` to ``data`` by maximum likelihood (minibatch Adam); the flow is changed in place.
 
@@ -196,6 +203,9 @@ def fit(
         device, dtype: where and in which precision to train (default: the flow's).
         max_rollbacks: rollbacks allowed before giving up.
         compile: reserved for ``torch.compile``; accepted but not implemented yet (a warning says so).
+        mixed_precision: ``"bf16"`` runs the conditioner networks' matrix products in bfloat16 during
+            training steps, while transformers, log-determinants and their sums stay in ``dtype``
+            (:func:`flowforge.nets.precision.conditioner_precision`); validation is in ``dtype``.
 
     Returns:
         The :class:`~flowforge.train.History` (per-step ``loss``, ``lr``, ``grad_norm``;
@@ -224,6 +234,8 @@ def fit(
         raise TypeError(f"fit trains a flowforge.Flow; got {type(flow).__name__}")
     if steps is not None and epochs is not None:
         raise ValueError("give steps= or epochs=, not both")
+    if mixed_precision is not None and mixed_precision not in PRECISIONS:
+        raise ValueError(f"mixed_precision must be 'bf16' or None; got {mixed_precision!r}")
     if not batch_size >= 1:
         raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
     lazy = isinstance(data, MemmapData)
@@ -311,6 +323,7 @@ def fit(
         "seed": seed,
         "val_fraction": float(val_fraction),
         "standardize": bool(standardize),
+        "mixed_precision": mixed_precision,
     }
     run = Run(
         kind="ml",
@@ -348,7 +361,7 @@ def fit(
             x = train_x[idx].to(device=device, dtype=dtype)
             c = None if train_c is None else train_c[idx].to(device=device, dtype=dtype)
             loss, norm = run.optimize(
-                lambda x=x, c=c: call(nll, x, c),
+                lambda x=x, c=c: _in_precision(mixed_precision, call, nll, x, c),
                 lambda x=x, c=c, idx=idx: _culprits(flow, x, c, train_idx[idx]),
             )
             step = run.step + 1

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ..nets import MLP, ResNet
+from ..nets.precision import conditioner_autocast
 from ._permute import permute_last
 from .base import Transform
 from .masks import as_mask
@@ -153,7 +154,8 @@ class Coupling(Transform):
                 h, w = self.event_shape[1:]
                 planes = context.to(x.dtype)[..., None, None].expand(*context.shape, h, w)
                 inp = torch.cat([inp, planes], dim=-3)
-            out = self.net(inp)
+            with conditioner_autocast(x):
+                out = self.net(inp).to(x.dtype)
             c, h, w = self.event_shape
             return out.reshape(*out.shape[:-3], c, p, h, w).movedim(-3, -1)
         return self._mlp_params(x.reshape(*self.batch_shape(x), -1)[..., self.fixed_index], context)
@@ -161,7 +163,9 @@ class Coupling(Transform):
     def _mlp_params(self, fixed: Tensor, context: Tensor | None) -> Tensor:
         p = self.transformer.n_params
         inp = fixed if context is None else torch.cat([fixed, context.to(fixed.dtype)], dim=-1)
-        return self.net(inp).reshape(*fixed.shape[:-1], len(self.free_index), p)
+        with conditioner_autocast(fixed):
+            out = self.net(inp).to(fixed.dtype)  # a no-op unless in mixed precision
+        return out.reshape(*fixed.shape[:-1], len(self.free_index), p)
 
     def _couple(self, x: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
         x, context = self._batch(x, context)
