@@ -71,8 +71,8 @@ def _config(quick: bool) -> dict:
         return dict(
             datasets=("moons",), n_train=2000, steps=150, every=50, batch=128, transforms=6, hidden=(32, 32)
         ) | {"kde": 1500}
-    # Sized to what a shared 2-core machine gave one process in about 25 minutes (~45 ms of CPU per
-    # step of the 8-coupling d = 10 model there): 6 couplings, 1000 steps of 128 rows.
+    # Sized to the time a shared 2-core machine left: 8 couplings and 2500 steps of 256 rows took
+    # 340 s of CPU (46 min of wall time) there; this is about a quarter of that.
     return dict(
         datasets=("moons", "8gaussians"),
         n_train=10000,
