@@ -157,7 +157,7 @@ def time_group(entries: list[Entry], args: argparse.Namespace, device: torch.dev
     # One sample count for all: as large as the slowest sampler allows in about --sample-seconds.
     small = 16
     per = {e.library: e.time_sample(small, device) / small for e in samplers}
-    n = max(small, min(args.sample_n or batch, int(args.sample_seconds / max(per.values()))))
+    n = max(small, min(args.sample_n or max(batch, 10_000), int(args.sample_seconds / max(per.values()))))
     sbest = {}
     for e in samplers:
         sbest[e.library] = math.inf if n > small else per[e.library] * small
@@ -209,6 +209,46 @@ def measure_memory(library: str, model: str, config: str, device: str, threads: 
         print(f"note: memory of {library} {model} {config} failed: {done.stderr.strip()[-300:]}")
         return None
     return json.loads(done.stdout.strip().splitlines()[-1])["peak_mb"]
+
+
+# -- mixed precision -------------------------------------------------------------------------
+def precision_check(args: argparse.Namespace) -> list[dict]:
+    """Fit flowforge's MAF and RealNVP to moons in float32 and with bf16 conditioners; NLLs and time."""
+    from flowforge import fit, models
+    from flowforge.datasets import generate
+
+    data = generate("moons", 4000, seed=0)
+    rows = []
+    for model in ("MAF", "RealNVP"):
+        for precision in (None, "bf16"):
+            torch.manual_seed(0)
+            build = models.MAF if model == "MAF" else models.RealNVP
+            flow = build(2, transforms=5 if model == "MAF" else 6, hidden=(64, 64))
+            start = CLOCK()
+            history = fit(
+                flow,
+                data,
+                steps=args.precision_steps,
+                batch_size=512,
+                progress=False,
+                seed=0,
+                mixed_precision=precision,
+            )
+            seconds = CLOCK() - start
+            rows.append(
+                {
+                    "model": model,
+                    "precision": precision or "float32",
+                    "val_nll": history["val_loss"][-1],
+                    "ms_per_step": seconds / args.precision_steps * 1e3,
+                }
+            )
+            print(
+                f"  {model} {rows[-1]['precision']}: validation NLL {rows[-1]['val_nll']:.4f}, "
+                f"{rows[-1]['ms_per_step']:.2f} ms/step (fit, incl. validation)",
+                flush=True,
+            )
+    return rows
 
 
 # -- reporting -------------------------------------------------------------------------------
@@ -266,6 +306,11 @@ def render(paths: list[str]) -> None:
         for note in meta.get("notes", []):
             print(f"- {note}")
         print()
+        if meta.get("mixed_precision"):
+            print("| model | conditioners | validation NLL | ms/step (fit) |\n| --- | --- | --- | --- |")
+            for r in meta["mixed_precision"]:
+                print(f"| {r['model']} | {r['precision']} | {r['val_nll']:.4f} | {r['ms_per_step']:.2f} |")
+            print()
         for config in dict.fromkeys(r["config"] for r in results):
             print(table(config, [r for r in results if r["config"] == config]) + "\n")
 
@@ -295,7 +340,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--round-seconds", type=float, default=0.5, help="about this long per entry and round")
     p.add_argument("--max-steps", type=int, default=50, help="at most this many steps per round")
     p.add_argument("--no-sample", dest="sample", action="store_false", help="skip sampling")
-    p.add_argument("--sample-n", type=int, default=None, help="samples per call at most (default: batch)")
+    p.add_argument(
+        "--sample-n", type=int, default=None, help="samples per call at most (default: max(batch, 10000))"
+    )
     p.add_argument("--sample-seconds", type=float, default=1.0, help="the slowest sampler's time per call")
     p.add_argument("--no-memory", dest="memory", action="store_false", help="skip peak memory")
     p.add_argument(
@@ -307,6 +354,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", default=None, help="results file (default bench/results/speed-<device>.json)")
     p.add_argument("--quick", action="store_true", help="smoke run: 2:64:512 only, 2 rounds, short")
     p.add_argument("--render", nargs="+", metavar="JSON", help="print saved results; time nothing")
+    p.add_argument(
+        "--precision-check",
+        action="store_true",
+        help="also fit MAF and RealNVP on moons in float32 and with bf16 conditioners (NLL difference)",
+    )
+    p.add_argument("--precision-steps", type=int, default=500)
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
@@ -406,6 +459,9 @@ def main(argv: list[str] | None = None) -> int:
             write(out, meta, [*results, *rows])
         results += rows
         print("\n" + table(config, rows) + "\n", flush=True)
+    if args.precision_check:
+        print("mixed precision: flowforge.fit on moons (4000 points), batch 512, seed 0")
+        meta["mixed_precision"] = precision_check(args)
     write(out, meta, results)
     print(f"wrote {out}")
     return 0
