@@ -103,7 +103,9 @@ def fit(
     ] = "default",
     model_args: Annotated[str | None, typer.Option(help="JSON keyword arguments of a named model.")] = None,
     steps: Annotated[int, typer.Option(min=1, help="Optimisation steps.")] = 2000,
-    batch_size: Annotated[int, typer.Option(min=1)] = 256,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Global minibatch (split across processes under torchrun).")
+    ] = 256,
     lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate (cosine schedule).")] = 1e-2,
     n: Annotated[
         int,
@@ -118,9 +120,9 @@ def fit(
     seed: Seed = 0,
     device: Device = None,
     resume: Annotated[bool, typer.Option(help="Continue from the run folder's checkpoint.")] = False,
-    checkpoint_every: Annotated[int, typer.Option(min=1)] = 500,
+    checkpoint_every: Annotated[int, typer.Option(min=1, help="Steps between checkpoints.")] = 500,
     progress: Progress = True,
-    plots: Annotated[bool, typer.Option("--plots/--no-plots")] = True,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the report's figures.")] = True,
     threads: Threads = None,
     memmap: Annotated[
         bool,
@@ -173,18 +175,18 @@ def vi(
     ] = "default",
     model_args: Annotated[str | None, typer.Option(help="JSON keyword arguments of a named model.")] = None,
     dim: Annotated[int | None, typer.Option(min=1, help="Dimension, for targets that do not say.")] = None,
-    steps: Annotated[int, typer.Option(min=1)] = 2000,
+    steps: Annotated[int, typer.Option(min=1, help="Optimisation steps.")] = 2000,
     samples: Annotated[int, typer.Option(min=1, help="Monte Carlo samples per step.")] = 128,
-    lr: Annotated[float, typer.Option(min=0.0)] = 5e-3,
+    lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate (cosine decay).")] = 5e-3,
     iw: Annotated[int | None, typer.Option(min=1, help="Importance samples per row (IW bound).")] = None,
     anneal: Annotated[str | None, typer.Option(help="BETA0:STEPS, a linear rise of beta to 1.")] = None,
     out: Out = Path("runs/vi"),
     seed: Seed = 0,
     device: Device = None,
     resume: Annotated[bool, typer.Option(help="Continue from the run folder's checkpoint.")] = False,
-    checkpoint_every: Annotated[int, typer.Option(min=1)] = 500,
+    checkpoint_every: Annotated[int, typer.Option(min=1, help="Steps between checkpoints.")] = 500,
     progress: Progress = True,
-    plots: Annotated[bool, typer.Option("--plots/--no-plots")] = True,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the report's figures.")] = True,
     threads: Threads = None,
     restarts: Annotated[
         int, typer.Option(min=1, help="Independent fits from different seeds, cross-checked; best kept.")
@@ -484,12 +486,12 @@ def experiment(
 @app.command()
 def bench() -> None:
     """Where the benchmark scripts are and how to run them."""
-    root = Path(__file__).resolve().parents[2] / "benchmarks"
+    root = Path(__file__).resolve().parents[2] / "bench"
     scripts = sorted(root.glob("*.py")) if root.is_dir() else []
     if not scripts:
-        typer.echo("no benchmark scripts here: they live in the repository's benchmarks/ folder")
+        typer.echo("no benchmark scripts here: they live in the repository's bench/ folder")
         return
-    typer.echo(f"benchmark scripts in {root} (run with: python benchmarks/NAME.py):")
+    typer.echo(f"benchmark scripts in {root} (run with: python bench/NAME.py):")
     for path in scripts:
         doc = path.read_text().split('"""')
         typer.echo(f"  {path.name:<26} {_first_line(doc[1]) if len(doc) > 2 else ''}".rstrip())
