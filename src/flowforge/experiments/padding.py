@@ -275,8 +275,8 @@ def run(*, quick: bool, out: Path, seed: int) -> dict:
     report.section(
         "Results",
         f"RealNVP with {cfg['transforms']} affine couplings (MLP conditioners {cfg['hidden']}, alternating "
-        f"masks, log-scales softly bounded by 3), {cfg['steps']} Adam steps of 256 rows at lr 1e-3 on "
-        f"{cfg['n_train']} standardized points, float64; padded to d = {DIM}. Condition numbers: "
+        f"masks, log-scales softly bounded by 3), {cfg['steps']} Adam steps of {cfg['batch']} rows at lr "
+        f"1e-3 on {cfg['n_train']} standardized points, float64; padded to d = {DIM}. Condition numbers: "
         f"of the {DIM}x{DIM} (2x2 unpadded) Jacobian at {PROBE} fixed test points, after training.\n\n"
         "What we measure as NLL (the seed shows only samples and condition numbers): *NLL (trained "
         "space)* is the test NLL of the padded vectors; it is not comparable across paddings (with zeros "
