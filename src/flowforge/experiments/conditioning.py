@@ -147,7 +147,7 @@ def _figures(report: Report, runs: list[dict], cfg: dict) -> None:
             axes[0, j].semilogy(steps, [t["s_max"] for t in r["track"]], "-", color=colour, label=r["label"])
             axes[0, j].semilogy(steps, [t["s_min"] for t in r["track"]], "--", color=colour)
             axes[1, j].plot(steps, [t["kl"] for t in r["track"]], "-", color=colour, label=r["label"])
-        axes[0, j].set_title(f"{name}: largest (solid) / smallest (dashed) singular value")
+        axes[0, j].set_title(f"{name}: largest (solid), smallest (dashed) s.v.", fontsize=9)
         axes[0, j].set_ylabel(f"singular value over {PROBE} test points")
         axes[1, j].set_title(f"{name}: test NLL - entropy")
         axes[1, j].set_ylabel("KL(data || flow) [nats]")
