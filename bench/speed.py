@@ -280,13 +280,14 @@ def table(config: str, rows: list[dict]) -> str:
         sample_peer = _fastest_peer(sel, "samples_per_s", "high")
         for r in sel:
             ours = r["library"] == "flowforge"
-            ms = r.get("ms_per_step")
+            ms, sps = r.get("ms_per_step"), r.get("samples_per_s")
+            spec = ",.0f" if (sps or 0) >= 100 else ".3g"
             vs_step = ms / step_peer[1] if ours and ms and step_peer else None
             vs_sample = r.get("samples_per_s", 0) / sample_peer[1] if ours and sample_peer else None
             over = ms / raw if ms and raw and r["library"] != "raw" else None
             lines.append(
                 f"| {model} | {r['library']} | {fmt(ms, '.2f')} | {fmt(over, '.2f')} | "
-                f"{fmt(vs_step, '.2f')} | {fmt(r.get('samples_per_s'), ',.0f')} | {fmt(vs_sample, '.2f')} | "
+                f"{fmt(vs_step, '.2f')} | {fmt(sps, spec)} | {fmt(vs_sample, '.2f')} | "
                 f"{fmt(r.get('peak_mb'), ',.1f')} | {fmt(r.get('params'), ',')} |"
             )
     return "\n".join(lines)
