@@ -14,15 +14,6 @@ from flowforge.errors import ShapeError
 from flowforge.nets import MADE
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny networks: a second intra-op thread only adds contention on a busy 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _perturb(module: torch.nn.Module, scale: float = 0.3) -> None:
     with torch.no_grad():
         for p in module.parameters():

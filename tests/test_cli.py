@@ -20,16 +20,6 @@ from flowforge.cli import main
 from flowforge.datasets import load_file
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These models are tiny: a second intra-op thread buys nothing and, on a busy 2-core machine,
-    # makes each step several times slower. Restored after the module.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def run(capsys, *args: str) -> tuple[int, str, str]:
     with pytest.raises(SystemExit) as exit_info:
         main([str(a) for a in args])

@@ -16,16 +16,6 @@ from flowforge import transforms as T
 LOG_2PI = math.log(2 * math.pi)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models: a second intra-op thread buys nothing and, on a busy 2-core machine, makes
-    # each step several times slower. Restored after the module.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def gaussian_flow(loc=(0.0, 0.0), log_scale=(0.0, 0.0), dtype=torch.float32) -> ff.Flow:
     """q = N(loc, diag(exp(2 log_scale))) as a flow."""
     flow = ff.Flow(ff.distributions.StandardNormal((len(loc),)), [T.Diagonal(len(loc))]).to(dtype)

@@ -29,14 +29,6 @@ from flowforge.train.distributed import World, replicate, setup
 from flowforge.train.runs import fit_run
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def actnorm_flow() -> ff.Flow:
     # ActNorm initialises from the first minibatch: the ranks must see the whole global one.
     torch.manual_seed(0)

@@ -12,14 +12,6 @@ from flowforge.cli import app
 from flowforge.experiments import EXPERIMENTS, get
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _outputs_exist(out, figures):
     meta = json.loads((out / "results.json").read_text())["meta"]
     report = (out / "report.md").read_text()

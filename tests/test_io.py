@@ -22,16 +22,6 @@ from flowforge.io import ModelFileError
 from .cases import all_cases
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These models are tiny: a second intra-op thread buys nothing and, on a busy 2-core machine,
-    # makes each step several times slower. Restored after the module.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _perturb(module: torch.nn.Module, scale: float = 0.3) -> None:
     with torch.no_grad():
         for p in module.parameters():

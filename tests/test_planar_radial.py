@@ -18,14 +18,6 @@ HYPOTHESIS = settings(
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _vector(data, d: int) -> torch.Tensor:
     return torch.tensor(data.draw(st.lists(RAW, min_size=d, max_size=d)), dtype=D)
 

@@ -14,16 +14,6 @@ from flowforge.datasets import generate
 from flowforge.train import History
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These models are tiny: a second intra-op thread buys nothing and, on a busy 2-core machine,
-    # makes each step several times slower. Restored after the module.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def flow():
     torch.manual_seed(0)

@@ -163,14 +163,6 @@ DRIVER = textwrap.dedent(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.timeout(300)
 def test_kill_9_at_seeded_moments_then_resume_gives_identical_weights(tmp_path):
     (tmp_path / "spec.yaml").write_text(SPEC)

@@ -12,15 +12,6 @@ from flowforge import transforms as T
 D = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small LAPACK calls (one SVD per weight) are far slower multithreaded on a busy 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _block(seed: int, scale: float, **kw) -> T.InvertibleResidual:
     torch.manual_seed(seed)
     t = T.InvertibleResidual(3, **kw).double()

@@ -11,14 +11,6 @@ from flowforge import transforms as T
 from flowforge.train.restarts import fresh_copy
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_fresh_copy_is_a_new_initialisation_of_the_same_architecture():
     torch.manual_seed(0)
     flow = models.PlanarFlow(3, layers=2)

@@ -16,14 +16,6 @@ from flowforge import transforms as T
 D = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("kind", ["orthogonal", "householder"])
 def test_q_has_orthonormal_columns(kind):
     torch.manual_seed(0)

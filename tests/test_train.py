@@ -27,16 +27,6 @@ from flowforge.train import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These models are tiny: a second intra-op thread buys nothing and, on a busy 2-core machine,
-    # makes each step several times slower. Restored after the module.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def spline_flow(d: int = 2, layers: int = 2, seed: int = 0) -> ff.Flow:
     torch.manual_seed(seed)
     ts: list = []
