@@ -92,7 +92,9 @@ class Report:
         }
         with open(self.out / "results.json", "w") as f:
             json.dump(_jsonable({"meta": meta, "results": results}), f, indent=2)
-        lines = [f"# Experiment `{self.name}`", "", f"Seed text: `{self.seed_text}`.", ""]
+        # The command comes first: a reader of a committed report must see how to re-make it.
+        lines = [f"# Experiment `{self.name}`", "", f"Made by `{command} --out {self.out}`.", ""]
+        lines += [f"Seed text: `{self.seed_text}`.", ""]
         lines += ["## The seed's claim", "", self.claim, ""]
         lines += ["## Verdict", ""]
         for agrees, text in self.verdicts:

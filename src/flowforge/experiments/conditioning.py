@@ -24,7 +24,7 @@ from ..distributions import StandardNormal
 from ..flow import Flow
 from ..transforms import Compose, SplineCoupling, Standardize
 from .common import Report, markdown_table
-from .tracking import command_on_top, fit_tracked, singular_values
+from .tracking import fit_tracked, singular_values
 from .vi_common import one_thread
 
 __all__ = ["CLAIM", "NAME", "SEED", "run"]
@@ -250,5 +250,4 @@ def run(*, quick: bool, out: Path, seed: int) -> dict:
         "runs": runs,
     }
     report.write(results)
-    command_on_top(out, NAME, quick=quick, seed=seed)
     return results

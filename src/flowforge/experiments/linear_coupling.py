@@ -19,7 +19,6 @@ layers', not the surrogate's.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -238,8 +237,7 @@ def run(*, quick: bool, out: Path, seed: int) -> dict:
         )
     results = {"config": cfg, "rows": rows}
     _write_report(report, rows, cfg)
-    path = report.write(results)
-    _command_first(path, json.loads((path.parent / "results.json").read_text())["meta"]["command"])
+    report.write(results)
     return results
 
 
@@ -337,9 +335,3 @@ def _write_report(report: Report, rows: list[dict], cfg: dict) -> None:
         + ", ".join(f"{v:.2g} (d={d}, K={k_big[d]})" for d, v in worst_big.items())
         + "; errors above zero there are the optimiser's (deep products of couplings are a non-convex fit).",
     )
-
-
-def _command_first(path: Path, command: str) -> None:
-    """Put the command that made the report right under its title (Report writes it at the end)."""
-    title, rest = path.read_text().split("\n", 1)
-    path.write_text(f"{title}\n\nMade by `{command}`.\n{rest}")

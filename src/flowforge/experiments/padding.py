@@ -23,7 +23,7 @@ from ..datasets import generate
 from ..diagnostics import jacobian_singular_values
 from ..flow import Flow
 from .common import Report, markdown_table
-from .tracking import command_on_top, fit_tracked, kde_nll, singular_values
+from .tracking import fit_tracked, kde_nll, singular_values
 from .vi_common import one_thread
 
 __all__ = ["CLAIM", "NAME", "PADDINGS", "SEED", "pad", "run"]
@@ -305,5 +305,4 @@ def run(*, quick: bool, out: Path, seed: int) -> dict:
         "runs": [{k: v for k, v in r.items() if k != "samples"} for r in runs],
     }
     report.write(results)
-    command_on_top(out, NAME, quick=quick, seed=seed)
     return results

@@ -26,7 +26,6 @@ number (total variation, densities) comes from the modules' ``log_prob`` (exact 
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import time
 from pathlib import Path
@@ -351,12 +350,5 @@ def run(*, quick: bool, out: Path, seed: int) -> dict:
             + ".",
         )
     results = {"config": cfg, "rows": rows}
-    path = report.write(results)
-    _command_first(path, json.loads((path.parent / "results.json").read_text())["meta"]["command"])
+    report.write(results)
     return results
-
-
-def _command_first(path: Path, command: str) -> None:
-    """Put the command that made the report right under its title (Report writes it at the end)."""
-    title, rest = path.read_text().split("\n", 1)
-    path.write_text(f"{title}\n\nMade by `{command}`.\n{rest}")

@@ -23,7 +23,6 @@ from torch import Tensor
 from .. import models
 from ..train import fit
 from .common import Report, markdown_table
-from .tracking import command_on_top
 from .vi_common import one_thread
 
 __all__ = ["CLAIM", "NAME", "SEED", "mixture_log_density", "run", "sphere_means"]
@@ -233,5 +232,4 @@ def run(*, quick: bool, out: Path, seed: int) -> dict:
         "needed": {f"d={d},k={k},tau={t}": n for (d, k, t), n in needed.items()},
     }
     report.write(results)
-    command_on_top(out, NAME, quick=quick, seed=seed)
     return results

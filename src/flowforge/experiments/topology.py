@@ -16,7 +16,6 @@ The figure of ``L(z)`` for ``M = 1`` follows the seed's: for single-unit maps ``
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -244,8 +243,7 @@ def run(*, quick: bool, out: Path, seed: int) -> dict:
         )
     _write_report(report, rows, cfg, checks)
     results = {"config": cfg, "rows": rows, "l_check": checks, "l_fit_kl": fit_kl}
-    path = report.write(results)
-    _command_first(path, json.loads((path.parent / "results.json").read_text())["meta"]["command"])
+    report.write(results)
     return results
 
 
@@ -298,9 +296,3 @@ def _write_report(report: Report, rows: list[dict], cfg: dict, checks: list[floa
         + ", ".join(f"{c:.1e}" for c in checks)
         + ".",
     )
-
-
-def _command_first(path: Path, command: str) -> None:
-    """Put the command that made the report right under its title (Report writes it at the end)."""
-    title, rest = path.read_text().split("\n", 1)
-    path.write_text(f"{title}\n\nMade by `{command}`.\n{rest}")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -23,7 +22,7 @@ from torch import Tensor
 from ..flow import Flow
 from ..train import fit
 
-__all__ = ["command_on_top", "fit_tracked", "kde_nll", "singular_values"]
+__all__ = ["fit_tracked", "kde_nll", "singular_values"]
 
 
 def singular_values(flow: Flow, x: Tensor) -> Tensor:
@@ -128,11 +127,3 @@ def kde_nll(samples: Tensor, test: Tensor, *, bandwidth: float, chunk: int = 204
         d2 = torch.cdist(t[i : i + chunk], s).pow(2)
         out.append(torch.logsumexp(-d2 / (2 * bandwidth**2), dim=1) - norm)
     return float(-torch.cat(out).mean())
-
-
-def command_on_top(out: str | Path, name: str, *, quick: bool, seed: int) -> None:
-    """Put the command that made ``out/report.md`` right under its title."""
-    path = Path(out) / "report.md"
-    lines = path.read_text().split("\n")
-    command = f"flowforge experiment {name}{' --quick' if quick else ''} --seed {seed} --out {out}"
-    path.write_text("\n".join([lines[0], "", f"Made by `{command}`.", *lines[1:]]))
