@@ -72,15 +72,16 @@ def draws_to_netcdf(
         log_weight: ``log p~(x) - log q(x)``, ``(n,)``.
 
     Raises:
-        ImportError: ``arviz-base`` (or its netCDF writer ``h5netcdf``) is not installed; the message
+        ImportError: ``arviz-base`` (or its netCDF writer ``h5netcdf`` with ``h5py``) is not installed; the message
             says how to install it.
     """
     try:
         import arviz_base
         import h5netcdf  # noqa: F401  (the writer xarray needs for groups)
+        import h5py  # noqa: F401  (h5netcdf's HDF5 backend; not always pulled in by h5netcdf)
     except ImportError as e:
         raise ImportError(
-            f"netCDF export needs arviz-base and h5netcdf ({e.name} is missing): "
+            f"netCDF export needs arviz-base, h5netcdf and h5py ({e.name} is missing): "
             "pip install 'flowforge[netcdf]'"
         ) from None
     flat = _flat(x)
