@@ -72,8 +72,8 @@ def draws_to_netcdf(
         log_weight: ``log p~(x) - log q(x)``, ``(n,)``.
 
     Raises:
-        ImportError: ``arviz-base`` (or its netCDF writer ``h5netcdf`` with ``h5py``) is not installed; the message
-            says how to install it.
+        ImportError: ``arviz-base`` (or its netCDF writer ``h5netcdf`` with ``h5py``) is not
+            installed; the message says how to install it.
     """
     try:
         import arviz_base
