@@ -11,6 +11,7 @@ throughout. The list of refused files is printed at the end of the module.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import pickle
@@ -28,24 +29,22 @@ from flowforge import transforms as T
 from flowforge.cli import main
 from flowforge.io import ModelFileError
 
+from ._report import write_summary
+
 REFUSED: list[str] = []
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread_and_list(pytestconfig):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _list_refused(pytestconfig):
     yield
-    torch.set_num_threads(threads)
-    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
-    capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
-    if reporter is None or capture is None or not REFUSED:
-        return
-    with capture.global_and_fixture_disabled():
-        reporter.write_line("")
-        reporter.write_line(f"malicious or broken model files refused: {len(REFUSED)}")
-        for name in REFUSED:
-            reporter.write_line(f"  {name}")
+    if REFUSED:
+        lines = [f"malicious or broken model files refused: {len(REFUSED)}"]
+        write_summary(pytestconfig, lines + [f"  {name}" for name in REFUSED])
+
+
+# torch imports its compiler stack lazily, and that import subclasses pickle.Unpickler: done under the
+# traps below it would fail and leave a half-initialised torch._dynamo for every later test.
+importlib.import_module("torch._dynamo")
 
 
 @pytest.fixture(autouse=True)

@@ -27,6 +27,8 @@ from flowforge.datasets import DataError, load_file
 from flowforge.registry import registry
 from flowforge.train import TargetError, TrainingDivergedError
 
+from ._report import write_summary
+
 TRIED: collections.Counter = collections.Counter()
 BUILT: collections.Counter = collections.Counter()  # generated cases that were valid and worked
 EXPECTED = (DataError, ff.ShapeError, ff.SpecError, TargetError, TrainingDivergedError)
@@ -36,24 +38,14 @@ SETTINGS = settings(
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread_and_counts(pytestconfig):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _print_counts(pytestconfig):
     yield
-    torch.set_num_threads(threads)
-    # The count of cases tried, printed whatever the capture setting.
-    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
-    capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
-    if reporter is None or capture is None or not TRIED:
-        return
-    with capture.global_and_fixture_disabled():
-        reporter.write_line("")
-        reporter.write_line(
+    if TRIED:  # the count of cases tried, printed whatever the capture setting
+        head = (
             f"bad inputs tried: {sum(TRIED.values())}, every one a clear error or a documented behaviour "
             f"({BUILT['spec']} of the generated layer specs were valid and built a working flow)"
         )
-        for kind, n in sorted(TRIED.items()):
-            reporter.write_line(f"  {kind:<34} {n}")
+        write_summary(pytestconfig, [head] + [f"  {kind:<34} {n}" for kind, n in sorted(TRIED.items())])
 
 
 def _flow(d: int = 2) -> ff.Flow:
