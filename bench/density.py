@@ -32,7 +32,6 @@ import statistics
 import sys
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +42,9 @@ import flowforge
 from flowforge import models
 from flowforge.datasets import TOY2D, digits, entropy, generate
 from flowforge.transforms.dequantize import bits_per_dim, uniform_dequantize
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed_models import Built, Unavailable
 
 LIBRARIES = ("flowforge", "zuko", "nflows", "normflows")
 MODELS = ("MAF", "RealNVP", "NSF-AR", "NSF-C", "Glow")
@@ -59,17 +61,6 @@ ARCH = {
     "NSF-C": {"transforms": 5, "bins": 8, "bound": 5.0},
     "Glow": {"levels": 2, "steps": 4, "hidden": (32, 32)},
 }
-
-
-class Unavailable(Exception):
-    """A library does not offer a model (or is not installed)."""
-
-
-@dataclass
-class Built:
-    module: nn.Module
-    log_prob: Callable[[Tensor], Tensor]
-    sample: Callable[[int], Tensor]
 
 
 # -- builders, one per library ---------------------------------------------------------------
