@@ -242,7 +242,7 @@ def _load_model(run: Path):
     return load(run)
 
 
-def _write_array(path: Path, array) -> None:
+def _write_array(path: Path, array, names: list[str] | None = None) -> None:
     import numpy as np
 
     suffix = path.suffix.lower()
@@ -252,9 +252,9 @@ def _write_array(path: Path, array) -> None:
     elif suffix == ".npz":
         np.savez(path, samples=array)
     elif suffix in (".csv", ".txt"):
-        flat = array.reshape(len(array), -1)
-        header = ",".join(f"x{i + 1}" for i in range(flat.shape[1])) if flat.ndim == 2 else "value"
-        np.savetxt(path, flat, delimiter=",", header=header, comments="")
+        from .export import draws_to_csv
+
+        draws_to_csv(array, path, names=names)
     else:
         raise BadInput(f"cannot write {path}: use a .csv, .npy or .npz file name")
 
@@ -282,10 +282,12 @@ def sample(
     torch.manual_seed(seed)
     with torch.no_grad():
         x, log_q = flow.rsample_and_log_prob((n,))
-        log_weight = None if target is None else target.log_density(x) - log_q
+        # the target is evaluated only for the file that stores the importance weights
+        nc = output.suffix.lower() == ".nc"
+        log_weight = target.log_density(x) - log_q if nc and target is not None else None
     x = x.double().cpu().numpy()
     names = target.names if target is not None else None
-    if output.suffix.lower() == ".nc":
+    if nc:
         from .export import draws_to_netcdf
 
         try:
@@ -298,12 +300,8 @@ def sample(
             )
         except ImportError as e:
             raise BadInput(str(e)) from None
-    elif output.suffix.lower() in (".csv", ".txt") and names is not None:
-        from .export import draws_to_csv
-
-        draws_to_csv(x, output, names=names)
     else:
-        _write_array(output, x)
+        _write_array(output, x, names=names)
     typer.echo(f"wrote {n} samples of shape {tuple(x.shape[1:])} to {output}")
 
 
