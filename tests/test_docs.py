@@ -7,14 +7,14 @@ so a page that links to a figure its own code does not write fails here.
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from ._site import mkdocs_build
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -68,15 +68,7 @@ def test_catalogue_lists_every_layer_with_every_column() -> None:
 
 def test_site_builds_strict(tmp_path: Path) -> None:
     pytest.importorskip("mkdocs")
-    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    proc = mkdocs_build(tmp_path / "site")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     site = tmp_path / "site"
     assert (site / "catalogue" / "index.html").exists()

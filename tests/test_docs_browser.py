@@ -21,13 +21,14 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from ._site import mkdocs_build
 
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIAL = "Density estimation"  # the nav entry whose page (with figures) is opened by a click
@@ -81,15 +82,7 @@ async function images(doc) {
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("site")
-    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    proc = mkdocs_build(out)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (out / "_check.html").write_text(CHECKER.replace("__TUTORIAL__", TUTORIAL))
     return out
