@@ -138,6 +138,11 @@ def test_corrupt_weights_are_refused(tmp_path):
     _rewrite_weights(path, st_save({**state, key: torch.zeros(3, 3)}))
     with pytest.raises(ModelFileError, match=rf"{key} has shape \(3, 3\).*needs \(2, 2\)"):
         ff.load(path)
+    nan = state[key].clone()
+    nan[0, 0] = float("nan")
+    _rewrite_weights(path, st_save({**state, key: nan}))
+    with pytest.raises(ModelFileError, match=rf"{key} hold NaN or infinite values"):
+        ff.load(path)
     del state[key]
     _rewrite_weights(path, st_save(state))
     with pytest.raises(ModelFileError, match="missing keys"):
@@ -251,3 +256,18 @@ def test_numpy_files_with_objects_are_not_unpickled(tmp_path):
     np.savez(tmp_path / "two.npz", a=np.ones(2), b=np.ones(2))
     with pytest.raises(DataError, match=r"holds arrays \['a', 'b'\]; choose one with key="):
         load_file(tmp_path / "two.npz")
+
+
+@pytest.mark.parametrize("name", ["MAF", "IAF", "NICE", "RealNVP", "NSF", "Glow"])
+def test_student_t_base_option_builds_saves_and_validates(name, tmp_path):
+    builder = getattr(models, name)
+    torch.manual_seed(0)
+    flow = builder(**_model_args(builder), base_df=7)
+    assert isinstance(flow.base, ff.distributions.StudentT) and flow.base.df == 7.0
+    x = flow.sample((4,))
+    loaded = ff.load(ff.save(flow, tmp_path / name))
+    assert isinstance(loaded.base, ff.distributions.StudentT) and loaded.base.df == 7.0
+    _same_log_prob(flow, loaded, x)
+    for bad in (0, -1.0, "5", True):
+        with pytest.raises(ValueError, match="base_df must be a positive number"):
+            builder(**_model_args(builder), base_df=bad)

@@ -295,7 +295,7 @@ def load(
     Raises:
         SpecError: the config is invalid (an unknown layer: the valid names are listed).
         ModelFileError: missing files, wrong size or checksum, malformed header, missing or
-            unexpected keys, shape or dtype mismatches.
+            unexpected keys, shape or dtype mismatches, NaN or infinite weights.
     """
     config = read_config(path)
     folder = Path(config["path"])
@@ -323,6 +323,12 @@ def load(
         tensors = st_load(blob)
     except Exception as e:  # safetensors raises its own error types
         raise ModelFileError(f"{where} cannot be read: {e}") from e
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ModelFileError(
+            f"{where}: {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''} hold NaN or infinite values "
+            "(weights of a diverged fit, or a damaged file); refused"
+        )
     flow.load_state_dict(tensors, strict=True)
     flow.to(device=device, dtype=dtype)
     flow.eval()

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..distributions import StandardNormal
 from ..flow import Flow
 from ..transforms import InverseAutoregressive, MaskedAffineAutoregressive, Permutation, Transform
+from ._base import standard_base
 
 __all__ = ["IAF", "MAF"]
 
@@ -47,6 +47,7 @@ def MAF(
     seed: int = 0,
     activation: str = "relu",
     scale_bound: float | None = 3.0,
+    base_df: float | None = None,
 ) -> Flow:
     """Masked autoregressive flow: ``transforms`` MAF layers over a standard normal.
 
@@ -64,6 +65,9 @@ def MAF(
         seed: seed for random permutations.
         activation: the MADEs' activation.
         scale_bound: soft bound on each layer's log-scale (``None`` for none).
+        base_df: degrees of freedom of a Student-t base (``None``: a standard normal). A t base
+            gives the flow polynomial tails, which keeps importance weights bounded when the
+            target's tails are heavier than Gaussian.
 
     Cost: ``log_prob`` is ``transforms`` MADE passes; ``sample`` the same arithmetic in ``d``
     sequential steps per layer.
@@ -88,7 +92,7 @@ def MAF(
         )
         for _ in range(int(transforms))
     ]
-    return Flow(StandardNormal((int(features),)), _stack(layers, int(features), permutation, seed))
+    return Flow(standard_base((int(features),), base_df), _stack(layers, int(features), permutation, seed))
 
 
 def IAF(
@@ -101,6 +105,7 @@ def IAF(
     seed: int = 0,
     activation: str = "relu",
     scale_bound: float | None = 3.0,
+    base_df: float | None = None,
 ) -> Flow:
     """Inverse autoregressive flow: ``transforms`` IAF layers over a standard normal.
 
@@ -118,6 +123,9 @@ def IAF(
         seed: seed for random permutations.
         activation: the MADEs' activation.
         scale_bound: soft bound on each layer's log-scale (``None`` for none).
+        base_df: degrees of freedom of a Student-t base (``None``: a standard normal). A t base
+            gives the flow polynomial tails, which keeps importance weights bounded when the
+            target's tails are heavier than Gaussian.
 
     Cost: ``sample`` is ``transforms`` MADE passes; ``log_prob`` the same arithmetic in ``d``
     sequential steps per layer.
@@ -144,4 +152,4 @@ def IAF(
         )
         for _ in range(int(transforms))
     ]
-    return Flow(StandardNormal((int(features),)), _stack(layers, int(features), permutation, seed))
+    return Flow(standard_base((int(features),), base_df), _stack(layers, int(features), permutation, seed))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..distributions import StandardNormal
 from ..flow import Flow
 from ..transforms import (
     ActNorm,
@@ -24,6 +23,7 @@ from ..transforms import (
     MultiScale,
     Transform,
 )
+from ._base import standard_base
 
 __all__ = ["NICE", "Glow", "RealNVP"]
 
@@ -55,6 +55,7 @@ def NICE(
     context_features: int | None = None,
     mask: str = "alternate",
     activation: str = "relu",
+    base_df: float | None = None,
 ) -> Flow:
     """NICE: additive couplings with complementary masks, then a diagonal scaling.
 
@@ -69,6 +70,9 @@ def NICE(
         context_features: size of a context vector for a conditional density ``p(x | c)``.
         mask: the mask kind of the first coupling (``"alternate"``, ``"half"``, ``"random"``).
         activation: the conditioners' activation.
+        base_df: degrees of freedom of a Student-t base (``None``: a standard normal). A t base
+            gives the flow polynomial tails, which keeps importance weights bounded when the
+            target's tails are heavier than Gaussian.
 
     Cost: one conditioner pass per coupling in either direction.
 
@@ -94,7 +98,7 @@ def NICE(
         )
         for i in range(k)
     ]
-    return Flow(StandardNormal((d,)), [Diagonal(d), *reversed(couplings)])
+    return Flow(standard_base((d,), base_df), [Diagonal(d), *reversed(couplings)])
 
 
 def _realnvp_scale(
@@ -136,6 +140,7 @@ def RealNVP(
     prior: str = "base",
     mask: str = "alternate",
     activation: str = "relu",
+    base_df: float | None = None,
 ) -> Flow:
     """RealNVP: affine couplings ``y_T = x_T exp(s(x_F)) + t(x_F)`` with complementary masks.
 
@@ -158,6 +163,9 @@ def RealNVP(
         prior: ``"base"`` or ``"learned"`` for the factored-out halves.
         mask: the mask kind of vector couplings (``"alternate"``, ``"half"``, ``"random"``).
         activation: the conditioners' activation.
+        base_df: degrees of freedom of a Student-t base (``None``: a standard normal). A t base
+            gives the flow polynomial tails, which keeps importance weights bounded when the
+            target's tails are heavier than Gaussian.
 
     Cost: one conditioner pass per coupling in either direction.
 
@@ -181,10 +189,10 @@ def RealNVP(
     if features is not None:
         d = _positive("features", features)
         couplings = [AffineCoupling(d, mask=mask, flip=bool(i % 2), seed=i, **options) for i in range(k)]
-        return Flow(StandardNormal((d,)), list(reversed(couplings)))
+        return Flow(standard_base((d,), base_df), list(reversed(couplings)))
     levels = _positive("levels", levels)
     image = _image(shape, levels)
-    return Flow(StandardNormal(image), [_realnvp_scale(image, 0, levels, k, prior, options)])
+    return Flow(standard_base(image, base_df), [_realnvp_scale(image, 0, levels, k, prior, options)])
 
 
 def _glow_scale(
@@ -223,6 +231,7 @@ def Glow(
     scale_bound: float | None = 3.0,
     prior: str = "learned",
     activation: str = "relu",
+    base_df: float | None = None,
 ) -> Flow:
     """Glow: multi-scale flow of steps (ActNorm, invertible 1x1 convolution, affine coupling).
 
@@ -243,6 +252,9 @@ def Glow(
         scale_bound: the soft bound on the couplings' log-scales.
         prior: ``"learned"`` or ``"base"`` for the factored-out halves.
         activation: the conditioners' activation.
+        base_df: degrees of freedom of a Student-t base (``None``: a standard normal). A t base
+            gives the flow polynomial tails, which keeps importance weights bounded when the
+            target's tails are heavier than Gaussian.
 
     Cost: per step, a ResNet pass at that scale's resolution plus O(C^2) per pixel for the 1x1
     convolution; the inverse 1x1 convolution solves with the LU factors.
@@ -260,4 +272,4 @@ def Glow(
     image = _image(shape, levels)
     options = {"hidden": hidden, "context_features": context_features, "scale_bound": scale_bound}
     options["activation"] = activation
-    return Flow(StandardNormal(image), [_glow_scale(image, 0, levels, k, prior, options)])
+    return Flow(standard_base(image, base_df), [_glow_scale(image, 0, levels, k, prior, options)])

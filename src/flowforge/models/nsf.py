@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..distributions import StandardNormal
 from ..flow import Flow
 from ..transforms import LULinear, MaskedSplineAutoregressive, SplineCoupling, Transform
+from ._base import standard_base
 
 __all__ = ["NSF"]
 
@@ -23,6 +23,7 @@ def NSF(
     hidden: Sequence[int] = (64, 64),
     context_features: int | None = None,
     activation: str = "relu",
+    base_df: float | None = None,
 ) -> Flow:
     """Neural spline flow: monotone rational-quadratic splines with LU linear layers in between.
 
@@ -44,6 +45,9 @@ def NSF(
         hidden: the conditioners' (MLP or MADE) hidden sizes.
         context_features: size of a context vector for a conditional density ``p(x | c)``.
         activation: the conditioners' activation.
+        base_df: degrees of freedom of a Student-t base (``None``: a standard normal). A t base
+            gives the flow polynomial tails, which keeps importance weights bounded when the
+            target's tails are heavier than Gaussian.
 
     Cost: couplings: one conditioner pass per layer both ways; autoregressive: one MADE
     pass per layer for ``log_prob``, ``d`` passes per layer for ``sample``.
@@ -79,4 +83,4 @@ def NSF(
             spline = MaskedSplineAutoregressive(d, activation=activation, **options)
         layers += [spline, LULinear(d)]
     # Generative order: the normalizing direction meets an LU layer first, then a spline.
-    return Flow(StandardNormal((d,)), layers)
+    return Flow(standard_base((d,), base_df), layers)
