@@ -25,7 +25,7 @@ from flowforge import transforms as T
 from flowforge.cli import main
 from flowforge.datasets import generate
 from flowforge.diagnostics.health import layer_health
-from flowforge.train import TrainingDivergedError, load_checkpoint
+from flowforge.train import CheckpointError, TrainingDivergedError, load_checkpoint
 from flowforge.train.health import explain_nonfinite, rng_snapshot
 
 SPEC = """
@@ -230,7 +230,7 @@ def test_checkpoint_write_failing_midway_keeps_the_previous_one_and_resume_is_ex
         return real_save(obj, f, *args, **kw)
 
     monkeypatch.setattr(torch, "save", failing_save)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(CheckpointError, match=r"step 15 .*No space left.*checkpoint of step 10 is intact"):
         ff.fit(_flow(), data, checkpoint_dir=tmp_path, **kwargs)
     monkeypatch.undo()
     assert load_checkpoint(tmp_path)["step"] == 10

@@ -276,13 +276,26 @@ class Run:
         if self.checkpoint_dir is None:
             return None
         if not self.world.active:
-            return save_checkpoint(self.checkpoint_dir, self.state())
+            return self._write(self.state())
         ranks = self.world.gather(get_rng_state(cuda=self.cuda))
         if not self.world.main:
             return None
         state = self.state()
         state.update(rng_ranks=ranks, world_size=self.world.size)
-        return save_checkpoint(self.checkpoint_dir, state)
+        return self._write(state)
+
+    def _write(self, state: dict) -> Path:
+        # Stop rather than train on without checkpoints: the run can be resumed once the
+        # cause (a full disk, a lost mount) is fixed, and the previous checkpoint is intact.
+        try:
+            return save_checkpoint(self.checkpoint_dir, state)
+        except OSError as e:
+            previous = load_checkpoint(self.checkpoint_dir) if self.checkpoint_dir is not None else None
+            kept = f"the checkpoint of step {previous['step']}" if previous else "no earlier checkpoint"
+            raise CheckpointError(
+                f"could not write the checkpoint of step {self.step} to {self.checkpoint_dir} ({e}); "
+                f"{kept} is intact: fix the cause and rerun with resume=True (--resume)"
+            ) from e
 
     # -- one step ----------------------------------------------------------------------------
     def optimize(
