@@ -435,9 +435,18 @@ def verdicts(results: list[dict]) -> list[str]:
         best_name, best = min(((k, statistics.fmean(v)) for k, v in peers.items()), key=lambda kv: kv[1])
         delta = statistics.fmean(ours) - best
         verdict = "at least as good" if delta <= 0 else "worse"
-        out.append(
-            f"{dataset:13s} {model:8s} flowforge - best peer ({best_name}) = {delta:+.4f} {unit}: {verdict}"
-        )
+        # Per seed: is flowforge at least as good as every peer on that seed?
+        by_seed: dict[int, dict[str, float]] = {}
+        for r in sel:
+            by_seed.setdefault(r["seed"], {})[r["library"]] = r[key]
+        paired = [v for v in by_seed.values() if "flowforge" in v and len(v) > 1]
+        wins = sum(
+            v["flowforge"] <= min((x for k, x in v.items() if k != "flowforge" and x == x), default=math.inf)
+            for v in paired
+        )  # x == x drops NaN (a diverged peer)
+        seeds = f" (best on {wins} of {len(paired)} seeds)" if len(paired) > 1 else ""
+        head = f"{dataset:13s} {model:8s} flowforge - best peer ({best_name})"
+        out.append(f"{head} = {delta:+.4f} {unit}: {verdict}{seeds}")
     return out
 
 
@@ -480,15 +489,21 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def render(paths: list[str]) -> None:
-    """Print the markdown tables and verdicts of saved result files (how bench/README.md is written)."""
+    """Print the markdown tables and verdicts of saved result files (how bench/README.md is written).
+
+    The files' results are pooled: runs of the same (data set, model, library) with different seeds,
+    from one file or several, are shown as mean ± sd over the seeds.
+    """
+    pooled: list[dict] = []
     for path in paths:
         saved = json.loads(Path(path).read_text())
-        meta, results = saved["meta"], saved["results"]
+        meta = saved["meta"]
         print(f"Command: `{meta['command']}` ({meta['date']}; {meta['machine']['platform']}, ", end="")
         print(f"{meta['machine']['threads']} thread(s); versions {meta['versions']})\n")
-        for dataset in dict.fromkeys(r["dataset"] for r in results):
-            print(table(dataset, [r for r in results if r["dataset"] == dataset]) + "\n")
-        print("```text\n" + "\n".join(verdicts(results)) + "\n```\n")
+        pooled += saved["results"]
+    for dataset in dict.fromkeys(r["dataset"] for r in pooled):
+        print(table(dataset, [r for r in pooled if r["dataset"] == dataset]) + "\n")
+    print("```text\n" + "\n".join(verdicts(pooled)) + "\n```\n")
 
 
 def main(argv: list[str] | None = None) -> int:
