@@ -468,6 +468,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--clip", type=float, default=10.0, help="gradient-norm clip")
+    p.add_argument("--bins", type=int, default=8, help="spline bins of the NSF models (every library)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (model init, batches and data)")
     p.add_argument("--n-train", type=int, default=20_000)
     p.add_argument("--n-test", type=int, default=50_000)
@@ -512,6 +513,10 @@ def main(argv: list[str] | None = None) -> int:
         render(args.render)
         return 0
     warnings.filterwarnings("ignore")  # peers' deprecation chatter
+    if args.bins < 2:
+        raise SystemExit(f"--bins must be at least 2; got {args.bins}")
+    for name in ("NSF-AR", "NSF-C"):
+        ARCH[name]["bins"] = args.bins
     if args.threads:
         torch.set_num_threads(args.threads)
     datasets = [s for s in args.datasets.split(",") if s]

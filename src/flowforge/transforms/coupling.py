@@ -105,6 +105,8 @@ class Coupling(Transform):
         self.register_buffer("fixed_index", order[: int(flat.sum())])
         self.register_buffer("free_index", order[int(flat.sum()) :])
         self.register_buffer("unorder", torch.argsort(order))
+        self._note_layout()
+        self.register_load_state_dict_post_hook(lambda module, _keys: module._note_layout())
         if context_features is not None:
             if context_features < 1:
                 raise ValueError(f"context_features must be positive; got {context_features}")
@@ -167,19 +169,42 @@ class Coupling(Transform):
             out = self.net(inp).to(fixed.dtype)  # a no-op unless in mixed precision
         return out.reshape(*fixed.shape[:-1], len(self.free_index), p)
 
+    def _note_layout(self) -> None:
+        # Where the fixed entries sit decides how to split: slices when they are a prefix or a
+        # suffix of the flattened features (every mask in 2-D, "half" masks), else one
+        # permutation gather each way (fixed entries first), never index gathers whose gradients
+        # are scatter-adds: the slow part of a small coupling's step on a CPU.
+        order = torch.cat([self.fixed_index, self.free_index]).cpu()
+        self.register_buffer("order", order.to(self.fixed_index.device), persistent=False)
+        n, k = order.numel(), self.fixed_index.numel()
+        if torch.equal(order, torch.arange(n)):
+            self._layout = "prefix"
+        elif torch.equal(order, torch.cat([torch.arange(n - k, n), torch.arange(n - k)])):
+            self._layout = "suffix"
+        else:
+            self._layout = "gather"
+
     def _couple(self, x: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
         x, context = self._batch(x, context)
         f = self.transformer.inverse if inverse else self.transformer.forward
         if not self.dense:
-            # One permutation gather each way (fixed entries first), not three index gathers whose
-            # gradients are scatter-adds: the slow part of a small coupling's step on a CPU.
             batch = self.batch_shape(x)
-            order = torch.cat([self.fixed_index, self.free_index])
+            flat = x.reshape(*batch, -1)
             k = len(self.fixed_index)
-            ordered = permute_last(x.reshape(*batch, -1), order, self.unorder)
-            fixed, free = ordered[..., :k], ordered[..., k:]
+            if self._layout == "prefix":
+                fixed, free = flat[..., :k], flat[..., k:]
+            elif self._layout == "suffix":
+                fixed, free = flat[..., -k:], flat[..., :-k]
+            else:
+                ordered = permute_last(flat, self.order, self.unorder)
+                fixed, free = ordered[..., :k], ordered[..., k:]
             out, ladj = f(free, self._mlp_params(fixed, context))
-            y = permute_last(torch.cat([fixed, out], dim=-1), self.unorder, order)
+            if self._layout == "prefix":
+                y = torch.cat([fixed, out], dim=-1)
+            elif self._layout == "suffix":
+                y = torch.cat([out, fixed], dim=-1)
+            else:
+                y = permute_last(torch.cat([fixed, out], dim=-1), self.unorder, self.order)
             return y.reshape(*batch, *self.event_shape), ladj.sum(dim=-1)
         out, ladj = f(x, self._params(x, context))
         zero = torch.zeros((), dtype=x.dtype, device=x.device)
