@@ -493,15 +493,19 @@ def render(paths: list[str]) -> None:
     """Print the markdown tables and verdicts of saved result files (how bench/README.md is written).
 
     The files' results are pooled: runs of the same (data set, model, library) with different seeds,
-    from one file or several, are shown as mean ± sd over the seeds.
+    from one file or several, are shown as mean ± sd over the seeds. A run (data set, model,
+    library, seed) found in several files is taken from the last file that has it: a newer
+    measurement of the same run replaces the older one.
     """
-    pooled: list[dict] = []
+    runs: dict[tuple, dict] = {}
     for path in paths:
         saved = json.loads(Path(path).read_text())
         meta = saved["meta"]
         print(f"Command: `{meta['command']}` ({meta['date']}; {meta['machine']['platform']}, ", end="")
         print(f"{meta['machine']['threads']} thread(s); versions {meta['versions']})\n")
-        pooled += saved["results"]
+        for r in saved["results"]:
+            runs[(r["dataset"], r["model"], r["library"], r["seed"])] = r
+    pooled = list(runs.values())
     for dataset in dict.fromkeys(r["dataset"] for r in pooled):
         print(table(dataset, [r for r in pooled if r["dataset"] == dataset]) + "\n")
     print("```text\n" + "\n".join(verdicts(pooled)) + "\n```\n")
