@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speed_models import Built, Unavailable
 
 LIBRARIES = ("flowforge", "zuko", "nflows", "normflows")
-MODELS = ("MAF", "RealNVP", "NSF-AR", "NSF-C", "Glow")
+MODELS = ("MAF", "RealNVP", "RealNVP-half", "NSF-AR", "NSF-C", "Glow")
 DATASETS = (*TOY2D, "digits")
 IMAGE_MODELS = ("Glow",)
 # On 2-D points a coupling NSF is the autoregressive one with a fixed order: run it on digits only.
@@ -57,6 +57,7 @@ HIDDEN = 64
 ARCH = {
     "MAF": {"transforms": 5},
     "RealNVP": {"transforms": 8},
+    "RealNVP-half": {"transforms": 8},  # halves instead of alternating entries (normflows' partition)
     "NSF-AR": {"transforms": 5, "bins": 8, "bound": 5.0},
     "NSF-C": {"transforms": 5, "bins": 8, "bound": 5.0},
     "Glow": {"levels": 2, "steps": 4, "hidden": (32, 32)},
@@ -72,8 +73,9 @@ def build_flowforge(model: str, event: tuple[int, ...]) -> Built:
         flow = models.Glow(event, levels=a["levels"], steps=a["steps"], hidden=a["hidden"])
     elif model == "MAF":
         flow = models.MAF(d, transforms=a["transforms"], hidden=hidden)
-    elif model == "RealNVP":
-        flow = models.RealNVP(d, transforms=a["transforms"], hidden=hidden)
+    elif model in ("RealNVP", "RealNVP-half"):
+        mask = "half" if model == "RealNVP-half" else "alternate"
+        flow = models.RealNVP(d, transforms=a["transforms"], hidden=hidden, mask=mask)
     else:
         kind = "autoregressive" if model == "NSF-AR" else "coupling"
         flow = models.NSF(
@@ -86,6 +88,8 @@ def build_zuko(model: str, event: tuple[int, ...]) -> Built:
     zuko = importlib.import_module("zuko")
     if model in IMAGE_MODELS:
         raise Unavailable(f"zuko has no {model}")
+    if model == "RealNVP-half":
+        raise Unavailable("zuko's RealNVP alternates its masks")
     a, d = ARCH[model], math.prod(event)
     hidden = (HIDDEN, HIDDEN)
     if model == "MAF":
@@ -128,12 +132,14 @@ def build_nflows(model: str, event: tuple[int, ...]) -> Built:
     layers: list = []
     for i in range(a["transforms"]):
         mask = create_alternating_binary_mask(d, even=i % 2 == 0)
+        if model == "RealNVP-half":  # nflows transforms the entries where the mask is positive
+            mask = (torch.arange(d) >= d // 2).int() if i % 2 == 0 else (torch.arange(d) < d // 2).int()
         if model == "MAF":
             layers += [] if i == 0 else [nt.ReversePermutation(d)]
             layers.append(
                 nt.MaskedAffineAutoregressiveTransform(d, HIDDEN, num_blocks=1, use_residual_blocks=False)
             )
-        elif model == "RealNVP":
+        elif model in ("RealNVP", "RealNVP-half"):
             layers.append(nt.AffineCouplingTransform(mask, _MLP))
         elif model == "NSF-AR":
             spline = nt.MaskedPiecewiseRationalQuadraticAutoregressiveTransform(
@@ -169,7 +175,7 @@ def build_normflows(model: str, event: tuple[int, ...]) -> Built:
             layers.append(
                 nf.flows.MaskedAffineAutoregressive(d, HIDDEN, num_blocks=1, use_residual_blocks=False)
             )
-        elif model == "RealNVP":
+        elif model in ("RealNVP", "RealNVP-half"):  # normflows splits halves (alternating in 2-D)
             net = nf.nets.MLP([d // 2, HIDDEN, HIDDEN, 2 * (d - d // 2)], init_zeros=True)
             layers += [nf.flows.AffineCouplingBlock(net), nf.flows.Permute(d, mode="swap")]
         elif model == "NSF-AR":
