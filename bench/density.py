@@ -412,9 +412,12 @@ def table(dataset: str, rows: list[dict]) -> str:
             if not sel:
                 continue
             values = [r["bits_per_dim" if bpd else "test_nll"] for r in sel]
-            text = f"{statistics.fmean(values):.4f}"
-            if len(values) > 1:
-                text += f" ± {statistics.stdev(values):.4f}"
+            finite = [v for v in values if math.isfinite(v)]
+            text = f"{statistics.fmean(finite):.4f}" if finite else "nan"
+            if len(finite) > 1:
+                text += f" ± {statistics.stdev(finite):.4f}"
+            if len(finite) < len(values):
+                text += f" ({len(values) - len(finite)} of {len(values)} diverged)"
             gap = "" if h is None else f"{_mean(sel, 'gap'):+.4f}"
             lines.append(
                 f"| {model} | {library} | {text} | {gap} | {_mean(sel, 'ms_per_step'):.2f} | "
@@ -431,10 +434,11 @@ def verdicts(results: list[dict]) -> list[str]:
         key, unit = (
             ("bits_per_dim", "bits/dim") if sel[0]["bits_per_dim"] is not None else ("test_nll", "nats")
         )
-        ours = [r[key] for r in sel if r["library"] == "flowforge"]
+        # Diverged runs (NaN) are left out of the means; the tables say how many there were.
+        ours = [r[key] for r in sel if r["library"] == "flowforge" and math.isfinite(r[key])]
         peers: dict[str, list[float]] = {}
         for r in sel:
-            if r["library"] != "flowforge":
+            if r["library"] != "flowforge" and math.isfinite(r[key]):
                 peers.setdefault(r["library"], []).append(r[key])
         if not ours or not peers:
             continue
