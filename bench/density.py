@@ -395,7 +395,7 @@ def time_interleaved(runs: list[Trained], data: Data, args: argparse.Namespace, 
 
 # -- reporting -------------------------------------------------------------------------------
 def _mean(rows: list[dict], key: str) -> float:
-    values = [r[key] for r in rows if r[key] is not None]
+    values = [r[key] for r in rows if r[key] is not None and math.isfinite(r[key])]
     return statistics.fmean(values) if values else math.nan
 
 
