@@ -81,6 +81,22 @@ Threads = Annotated[
         min=1, help="CPU threads for torch (default: torch's choice; 1 is fastest for small models)."
     ),
 ]
+# The options `fit` and `vi` share.
+Model = Annotated[str, typer.Option(help="'default', a model of flowforge.models, or a .yaml/.json spec.")]
+ModelArgs = Annotated[str | None, typer.Option(help="JSON keyword arguments of a named model.")]
+Steps = Annotated[int, typer.Option(min=1, help="Optimisation steps.")]
+Resume = Annotated[bool, typer.Option(help="Continue from the run folder's checkpoint.")]
+CheckpointEvery = Annotated[int, typer.Option(min=1, help="Steps between checkpoints.")]
+Plots = Annotated[bool, typer.Option("--plots/--no-plots", help="Write the report's figures.")]
+
+
+def _start_run(out: Path) -> int:
+    """This process's rank under torchrun (0 alone), with the log of the run folder set up for it."""
+    from ..train.distributed import env_rank
+
+    rank = env_rank()
+    _use_log(out / ("flowforge.log" if rank == 0 else f"flowforge.rank{rank}.log"))
+    return rank
 
 
 def _first_line(text: str | None) -> str:

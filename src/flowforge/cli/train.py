@@ -7,7 +7,24 @@ from typing import Annotated
 
 import typer
 
-from ._app import Device, Out, Progress, Seed, Threads, _anneal, _command, _parse_json, _use_log, app
+from ._app import (
+    CheckpointEvery,
+    Device,
+    Model,
+    ModelArgs,
+    Out,
+    Plots,
+    Progress,
+    Resume,
+    Seed,
+    Steps,
+    Threads,
+    _anneal,
+    _command,
+    _parse_json,
+    _start_run,
+    app,
+)
 
 __all__ = ["fit", "vi"]
 
@@ -17,11 +34,9 @@ def fit(
     data: Annotated[
         str, typer.Option(help="A built-in 2-D data set (see `flowforge list`) or a .csv/.npy/.npz file.")
     ] = "moons",
-    model: Annotated[
-        str, typer.Option(help="'default', a model of flowforge.models, or a .yaml/.json spec.")
-    ] = "default",
-    model_args: Annotated[str | None, typer.Option(help="JSON keyword arguments of a named model.")] = None,
-    steps: Annotated[int, typer.Option(min=1, help="Optimisation steps.")] = 2000,
+    model: Model = "default",
+    model_args: ModelArgs = None,
+    steps: Steps = 2000,
     batch_size: Annotated[
         int, typer.Option(min=1, help="Global minibatch (split across processes under torchrun).")
     ] = 256,
@@ -38,10 +53,10 @@ def fit(
     out: Out = Path("runs/fit"),
     seed: Seed = 0,
     device: Device = None,
-    resume: Annotated[bool, typer.Option(help="Continue from the run folder's checkpoint.")] = False,
-    checkpoint_every: Annotated[int, typer.Option(min=1, help="Steps between checkpoints.")] = 500,
+    resume: Resume = False,
+    checkpoint_every: CheckpointEvery = 500,
     progress: Progress = True,
-    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the report's figures.")] = True,
+    plots: Plots = True,
     threads: Threads = None,
     memmap: Annotated[
         bool,
@@ -53,11 +68,9 @@ def fit(
     Runs data-parallel under torchrun (`torchrun --nproc_per_node N -m flowforge fit ...`):
     --batch-size is the global batch, split across the processes; rank 0 writes the run folder.
     """
-    from ..train.distributed import env_rank
     from ..train.runs import fit_run
 
-    rank = env_rank()
-    _use_log(out / ("flowforge.log" if rank == 0 else f"flowforge.rank{rank}.log"))
+    rank = _start_run(out)
     metrics = fit_run(
         data=data,
         model=model,
@@ -89,12 +102,10 @@ def fit(
 @app.command()
 def vi(
     target: Annotated[str, typer.Option(help="A target of flowforge.targets, or module:function.")],
-    model: Annotated[
-        str, typer.Option(help="'default', a model of flowforge.models, or a spec file.")
-    ] = "default",
-    model_args: Annotated[str | None, typer.Option(help="JSON keyword arguments of a named model.")] = None,
+    model: Model = "default",
+    model_args: ModelArgs = None,
     dim: Annotated[int | None, typer.Option(min=1, help="Dimension, for targets that do not say.")] = None,
-    steps: Annotated[int, typer.Option(min=1, help="Optimisation steps.")] = 2000,
+    steps: Steps = 2000,
     samples: Annotated[int, typer.Option(min=1, help="Monte Carlo samples per step.")] = 128,
     lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate (cosine decay).")] = 5e-3,
     iw: Annotated[int | None, typer.Option(min=1, help="Importance samples per row (IW bound).")] = None,
@@ -102,10 +113,10 @@ def vi(
     out: Out = Path("runs/vi"),
     seed: Seed = 0,
     device: Device = None,
-    resume: Annotated[bool, typer.Option(help="Continue from the run folder's checkpoint.")] = False,
-    checkpoint_every: Annotated[int, typer.Option(min=1, help="Steps between checkpoints.")] = 500,
+    resume: Resume = False,
+    checkpoint_every: CheckpointEvery = 500,
     progress: Progress = True,
-    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the report's figures.")] = True,
+    plots: Plots = True,
     threads: Threads = None,
     restarts: Annotated[
         int, typer.Option(min=1, help="Independent fits from different seeds, cross-checked; best kept.")
@@ -116,11 +127,9 @@ def vi(
     Prints the ELBO, PSIS k-hat, the importance ESS and one verdict line (does the fit cover the
     posterior, miss mass, or disagree across restarts); k-hat above 0.7 is a separate warning.
     """
-    from ..train.distributed import env_rank
     from ..train.runs import vi_run
 
-    rank = env_rank()
-    _use_log(out / ("flowforge.log" if rank == 0 else f"flowforge.rank{rank}.log"))
+    rank = _start_run(out)
     metrics = vi_run(
         target=target,
         model=model,

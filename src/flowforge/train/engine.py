@@ -290,7 +290,7 @@ class Run:
         try:
             return save_checkpoint(self.checkpoint_dir, state)
         except OSError as e:
-            previous = load_checkpoint(self.checkpoint_dir) if self.checkpoint_dir is not None else None
+            previous = load_checkpoint(self.checkpoint_dir)
             kept = f"the checkpoint of step {previous['step']}" if previous else "no earlier checkpoint"
             raise CheckpointError(
                 f"could not write the checkpoint of step {self.step} to {self.checkpoint_dir} ({e}); "
