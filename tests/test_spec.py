@@ -13,7 +13,11 @@ def test_nested_spec_is_plain_data():
     assert spec["type"] == "Compose"
     assert spec["transforms"][0] == {"type": "LULinear", "features": 3}
     assert spec["transforms"][1] == {"type": "Inverse", "transform": {"type": "Sigmoid"}}
-    assert spec["transforms"][2]["transformer"] == {"transformer": "AffineTransformer", "scale_bound": 3.0}
+    assert spec["transforms"][2]["transformer"] == {
+        "transformer": "AffineTransformer",
+        "scale_bound": 3.0,
+        "shift_first": False,
+    }
 
 
 def test_outermost_constructor_is_recorded():

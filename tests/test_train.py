@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import flowforge as ff
+from flowforge import models
 from flowforge import transforms as T
 from flowforge.datasets import DataError, generate
 from flowforge.train import (
@@ -188,6 +189,21 @@ def test_resume_refuses_another_runs_checkpoint(tmp_path):
         ff.fit(spline_flow(), data, steps=10, lr=2e-3, progress=False, checkpoint_dir=tmp_path, resume=True)
 
 
+def test_resume_refuses_a_checkpoint_of_another_architecture_with_the_same_shapes(tmp_path):
+    # Same parameter shapes, other maps: a state dict would load and silently change the model.
+    data = generate("moons", 200, seed=0)
+    kwargs = dict(steps=10, progress=False, checkpoint_dir=tmp_path)
+    ff.fit(models.RealNVP(2, transforms=2, hidden=(8,)), data, **kwargs)
+    for other in (
+        models.RealNVP(2, transforms=2, hidden=(8,), shift_first=False),
+        models.RealNVP(2, transforms=2, hidden=(8,), activation="tanh"),
+    ):
+        with pytest.raises(CheckpointError, match=r"model's layers .* differ from the checkpoint's"):
+            ff.fit(other, data, resume=True, **kwargs)
+    h = ff.fit(models.RealNVP(2, transforms=2, hidden=(8,)), data, resume=True, **kwargs)
+    assert "resumed" in [e["kind"] for e in h.events]
+
+
 def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
     save_checkpoint(tmp_path, {"step": 1})
 
@@ -205,6 +221,7 @@ def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
 
 SCRIPT = """
 import sys, torch, flowforge as ff
+from flowforge import models
 from flowforge import transforms as T
 from flowforge.datasets import generate
 

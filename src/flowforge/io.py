@@ -2,7 +2,7 @@
 
 A saved model is a directory with two files:
 
-- ``config.json``: ``{"format": "flowforge", "version": 1, "flowforge": ..., "torch": ...,
+- ``config.json``: ``{"format": "flowforge", "version": 2, "flowforge": ..., "torch": ...,
   "dtype": ..., "flow": {"base": spec, "transforms": [spec, ...]}, "weights_sha256": ...,
   "weights_bytes": ..., "standardizer": ..., "metadata": {...}}`` where each spec is
   ``{"type": ClassName, **constructor arguments}`` (see :mod:`flowforge.spec`);
@@ -16,6 +16,10 @@ signature) before anything is built; the weights must match the recorded checksu
 size, their header is bounds-checked before any tensor is allocated, and every key and
 shape must match the model exactly. Any failure raises before a model is returned, so a
 model is never half-loaded.
+
+Files of an older format version load as the map they were saved as: a layer default that
+changed since (version 2: :class:`~flowforge.transforms.AffineCoupling` shifts first) is
+written back into every layer of the old file that left it out.
 """
 
 from __future__ import annotations
@@ -38,7 +42,13 @@ from .transforms.standardize import Standardize
 
 __all__ = ["ModelFileError", "build", "flow_spec", "load", "read_config", "save"]
 
-FORMAT, VERSION = "flowforge", 1
+FORMAT, VERSION = "flowforge", 2
+# Defaults that changed between format versions: ``{version: {layer type: {argument: old default}}}``.
+# A file of an older version gets the old default written into every layer that left it out,
+# so that it rebuilds the map it was trained as.
+_OLD_DEFAULTS: dict[int, dict[str, dict[str, Any]]] = {
+    1: {"AffineCoupling": {"shift_first": False}},  # version 2: AffineCoupling shifts first
+}
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 MAX_CONFIG_BYTES = 16 * 2**20
 MAX_HEADER_BYTES = 100 * 2**20
@@ -202,8 +212,38 @@ def read_config(path: str | Path) -> dict[str, Any]:
     except ValidationError as e:
         raise SpecError(_pydantic_message(e, str(cfg_path))) from None
     check_flow_spec(config["flow"], "flow")
+    config["flow"] = _upgrade_spec(config["flow"], config["version"])
     config["path"] = str(cfg_path.parent)
     return config
+
+
+def _upgrade_spec(spec: Any, version: int) -> Any:
+    """``spec`` (a saved flow's layers) with the defaults of format ``version`` made explicit.
+
+    Layers record only the arguments they were given, so a default that changes later would
+    silently change the map of an old file; every such change is listed in ``_OLD_DEFAULTS``.
+
+    Example:
+        >>> _upgrade_spec({"type": "AffineCoupling", "features": 2}, 1)
+        {'type': 'AffineCoupling', 'features': 2, 'shift_first': False}
+    """
+    changes: dict[str, dict[str, Any]] = {}
+    for v in sorted(_OLD_DEFAULTS, reverse=True):  # the nearest version at or after the file's wins
+        if version <= v:
+            for layer, args in _OLD_DEFAULTS[v].items():
+                changes.setdefault(layer, {}).update(args)
+    return _with_defaults(spec, changes) if changes else spec
+
+
+def _with_defaults(node: Any, changes: dict[str, dict[str, Any]]) -> Any:
+    if isinstance(node, list):
+        return [_with_defaults(item, changes) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _with_defaults(v, changes) for k, v in node.items()}
+    for arg, old in changes.get(out.get("type"), {}).items():
+        out.setdefault(arg, old)
+    return out
 
 
 def _read_weights(path: Path, config: dict) -> tuple[bytes, dict[str, tuple[tuple[int, ...], torch.dtype]]]:
@@ -379,7 +419,8 @@ def build(spec: dict | str | Path) -> Flow:
     if not isinstance(spec, dict):
         raise SpecError(f"a spec must be a mapping; got {type(spec).__name__}")
     if spec.get("format") == FORMAT and "flow" in spec:
-        spec = spec["flow"]
+        version = spec.get("version")
+        spec = _upgrade_spec(spec["flow"], version) if isinstance(version, int) else spec["flow"]
     if "model" in spec:
         return model_builders().build(spec)
     if "base" in spec and "transforms" in spec:

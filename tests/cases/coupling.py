@@ -31,7 +31,14 @@ CASES = {
     "AffineCoupling": [
         Case("half-flip", lambda: T.AffineCoupling(4, mask="half", flip=True, hidden=(16,)), (4,)),
         Case("cond", lambda: T.AffineCoupling(5, mask="random", seed=2, context_features=3), (5,), context=3),
+        Case(
+            "shift-first-cond",
+            lambda: T.AffineCoupling(4, shift_first=True, hidden=(16,), context_features=2),
+            (4,),
+            context=2,
+        ),
         Case("image-checker", lambda: T.AffineCoupling(IMAGE, hidden=(8,)), IMAGE),
+        Case("image-shift-first", lambda: T.AffineCoupling(IMAGE, shift_first=True, hidden=(8,)), IMAGE),
         Case(
             "image-channel-cond",
             lambda: T.AffineCoupling(IMAGE, mask="channel", flip=True, hidden=(8, 8), context_features=2),

@@ -141,8 +141,9 @@ def RealNVP(
     mask: str = "alternate",
     activation: str = "relu",
     base_df: float | None = None,
+    shift_first: bool = True,
 ) -> Flow:
-    """RealNVP: affine couplings ``y_T = x_T exp(s(x_F)) + t(x_F)`` with complementary masks.
+    """RealNVP: affine couplings ``y_T = (x_T + t(x_F)) exp(s(x_F))`` with complementary masks.
 
     Vectors (``features=d``): ``transforms`` :class:`~flowforge.transforms.AffineCoupling`
     layers with MLP conditioners whose masks alternate. Images (``shape=(C, H, W)``): the
@@ -166,6 +167,8 @@ def RealNVP(
         base_df: degrees of freedom of a Student-t base (``None``: a standard normal). A t base
             gives the flow polynomial tails, which keeps importance weights bounded when the
             target's tails are heavier than Gaussian.
+        shift_first: the couplings' arrangement, ``y_T = (x_T + t) exp(s)``, or
+            ``x_T exp(s) + t`` if ``False`` (see :class:`~flowforge.transforms.AffineCoupling`).
 
     Cost: one conditioner pass per coupling in either direction.
 
@@ -186,6 +189,7 @@ def RealNVP(
     k = _positive("transforms", transforms)
     options = {"hidden": hidden, "context_features": context_features, "scale_bound": scale_bound}
     options["activation"] = activation
+    options["shift_first"] = shift_first
     if features is not None:
         d = _positive("features", features)
         couplings = [AffineCoupling(d, mask=mask, flip=bool(i % 2), seed=i, **options) for i in range(k)]
@@ -232,6 +236,7 @@ def Glow(
     prior: str = "learned",
     activation: str = "relu",
     base_df: float | None = None,
+    shift_first: bool = True,
 ) -> Flow:
     """Glow: multi-scale flow of steps (ActNorm, invertible 1x1 convolution, affine coupling).
 
@@ -255,6 +260,8 @@ def Glow(
         base_df: degrees of freedom of a Student-t base (``None``: a standard normal). A t base
             gives the flow polynomial tails, which keeps importance weights bounded when the
             target's tails are heavier than Gaussian.
+        shift_first: the couplings' arrangement, ``y_T = (x_T + t) exp(s)``, or
+            ``x_T exp(s) + t`` if ``False`` (see :class:`~flowforge.transforms.AffineCoupling`).
 
     Cost: per step, a ResNet pass at that scale's resolution plus O(C^2) per pixel for the 1x1
     convolution; the inverse 1x1 convolution solves with the LU factors.
@@ -272,4 +279,5 @@ def Glow(
     image = _image(shape, levels)
     options = {"hidden": hidden, "context_features": context_features, "scale_bound": scale_bound}
     options["activation"] = activation
+    options["shift_first"] = shift_first
     return Flow(standard_base(image, base_df), [_glow_scale(image, 0, levels, k, prior, options)])

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
+import json
 import logging
 import math
 import signal
@@ -42,6 +44,22 @@ SNAPSHOT_EVERY = 50
 
 class TrainingDivergedError(FlowforgeError, RuntimeError):
     """Training met non-finite losses or gradients more often than ``max_rollbacks`` allows."""
+
+
+def _architecture(flow: nn.Module) -> str | None:
+    """A hash of the flow's layer spec (``None`` for flows with unsaveable parts, e.g. custom nets).
+
+    Two flows with the same parameter shapes can be different maps (another activation, mask
+    or affine arrangement); resuming one from the other's checkpoint must be refused.
+    """
+    from ..errors import SpecError
+    from ..registry import flow_spec
+
+    try:
+        text = json.dumps(flow_spec(flow), sort_keys=True)
+    except (SpecError, AttributeError, TypeError):
+        return None
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _clone(obj: Any) -> Any:
@@ -159,7 +177,7 @@ class Run:
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.checkpoint_every = checkpoint_every
         self.max_rollbacks = int(max_rollbacks)
-        self.fingerprint = fingerprint
+        self.fingerprint = {**fingerprint, "architecture": _architecture(flow)}
         self.get_extra, self.set_extra = get_extra, set_extra
         self.world = world or World()
         self._stop = False  # the Ctrl-C flag agreed by all ranks (distributed runs)
@@ -222,8 +240,13 @@ class Run:
         if state.get("format") != "flowforge-checkpoint" or state.get("kind") != self.kind:
             raise CheckpointError(f"{where} is not a flowforge {self.kind!r} checkpoint")
         saved = state["fingerprint"]
+        # Checkpoints written before the architecture was fingerprinted resume unchecked.
+        if "architecture" not in saved or None in (saved["architecture"], self.fingerprint["architecture"]):
+            saved = {**saved, "architecture": self.fingerprint["architecture"]}
         diffs = [
-            f"{k}: checkpoint {saved.get(k)!r}, now {v!r}"
+            "the model's layers (their saved spec) differ from the checkpoint's"
+            if k == "architecture"
+            else f"{k}: checkpoint {saved.get(k)!r}, now {v!r}"
             for k, v in self.fingerprint.items()
             if saved.get(k) != v
         ]

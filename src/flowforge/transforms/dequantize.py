@@ -134,9 +134,11 @@ class VariationalDequantizer(nn.Module):
         d = self.dims
         mask = "checkerboard" if len(self.event_shape) == 3 else "alternate"
         steps = [Elementwise(AffineTransformer(), self.event_shape, context_features=d, hidden=hidden)]
+        # shift_first=False keeps the noise flow of checkpoints made before AffineCoupling's
+        # default changed (format version 2) loadable as the same map.
+        options = {"context_features": d, "hidden": hidden, "shift_first": False}
         steps += [
-            AffineCoupling(self.event_shape, mask=mask, flip=bool(i % 2), context_features=d, hidden=hidden)
-            for i in range(layers)
+            AffineCoupling(self.event_shape, mask=mask, flip=bool(i % 2), **options) for i in range(layers)
         ]
         steps.append(Sigmoid(event_dim=len(self.event_shape)))
         self.noise = Flow(StandardNormal(self.event_shape), steps)

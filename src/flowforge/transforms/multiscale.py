@@ -175,12 +175,15 @@ class Split(Transform):
         self.coupling = None
         if prior == "learned":
             mask = "channel" if self.event_dim == 3 else "half"
+            # shift_first=False: z2 = eps * exp(s(h)) + t(h), the conditional Gaussian N(t, e^2s)
+            # of Glow's split prior in its own parameters (and what files of every version hold).
             self.coupling = AffineCoupling(
                 self.event_shape,
                 mask=mask,
                 hidden=hidden,
                 scale_bound=scale_bound,
                 context_features=context_features,
+                shift_first=False,
             )
 
     def _halves(self, x: Tensor) -> tuple[Tensor, Tensor]:
