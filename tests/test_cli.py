@@ -95,6 +95,9 @@ def test_sample_eval_check(fitted, tmp_path, capsys):
     expected = ff.load(fitted).log_prob(x).detach().double().numpy()
     np.testing.assert_allclose(per_row, expected, rtol=1e-5)
     assert result["rows"] == 7 and result["mean_nll"] == pytest.approx(-expected.mean(), rel=1e-5)
+    q = result["nll_quantiles"]
+    assert q["0.5"] == pytest.approx(np.median(-expected), rel=1e-5)
+    assert q["max"] == pytest.approx((-expected).max(), rel=1e-5)
     code, out, _ = run(capsys, "check", fitted, "--data", "moons", "-n", "40", "--jacobians", "5", "--strict")
     report = json.loads(out)
     assert code == 0 and report["passed"] and report["jacobian_points"] == 5

@@ -273,28 +273,38 @@ def test_student_t_base_option_builds_saves_and_validates(name, tmp_path):
             builder(**_model_args(builder), base_df=bad)
 
 
-def _strip(node, key: str):
+def _as_version_1(node):
+    """A spec as format version 1 wrote it: AffineCoupling without the arguments added since."""
     if isinstance(node, list):
-        return [_strip(v, key) for v in node]
-    if isinstance(node, dict):
-        return {k: _strip(v, key) for k, v in node.items() if k != key}
+        return [_as_version_1(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: _as_version_1(v) for k, v in node.items()}
+    if node.get("type") == "AffineCoupling":
+        node.pop("shift_first", None)
+        node.pop("scale_bound", None)
     return node
 
 
-@pytest.mark.parametrize("builder", ["RealNVP", "Glow"])
-def test_version_1_files_keep_the_affine_arrangement_they_were_trained_with(builder, tmp_path):
-    # Format version 1 recorded AffineCoupling without shift_first (default then: False).
+@pytest.mark.parametrize("builder", ["RealNVP", "Glow", "layers"])
+def test_version_1_files_keep_the_affine_coupling_they_were_trained_with(builder, tmp_path):
+    # Format version 1 recorded AffineCoupling without shift_first and, when left at its
+    # default, without scale_bound (defaults then: False and 3).
     torch.manual_seed(0)
+    was = {"shift_first": False, "scale_bound": 3.0}
     if builder == "RealNVP":
-        old, x = models.RealNVP(3, transforms=2, hidden=(8,), shift_first=False), torch.randn(5, 3)
-    else:
-        old = models.Glow((1, 4, 4), levels=1, steps=1, hidden=(4,), shift_first=False)
+        old, x = models.RealNVP(3, transforms=2, hidden=(8,), **was), torch.randn(5, 3)
+    elif builder == "Glow":
+        old = models.Glow((1, 4, 4), levels=1, steps=1, hidden=(4,), **was)
         x = torch.rand(5, 1, 4, 4)
+    else:
+        layers = [T.AffineCoupling(3, hidden=(8,), **was), T.AffineCoupling(3, flip=True, **was)]
+        old, x = ff.Flow(ff.distributions.StandardNormal((3,)), layers), torch.randn(5, 3)
     _perturb(old)
     path = ff.save(old, tmp_path / "m")
     cfg_path = path / "config.json"
     cfg = json.loads(cfg_path.read_text())
-    cfg["flow"] = _strip(cfg["flow"], "shift_first")
+    cfg["flow"] = _as_version_1(cfg["flow"])
     assert "shift_first" not in json.dumps(cfg["flow"])
     results = {}
     for version in (1, 2):
@@ -308,5 +318,5 @@ def test_version_1_files_keep_the_affine_arrangement_they_were_trained_with(buil
         built = ff.build(cfg)  # a saved config given to build goes through the same upgrade
         kinds = {m.transformer.shift_first for m in built.modules() if isinstance(m, T.AffineCoupling)}
         assert (True in kinds) == (version == 2)
-    # A version-2 file without the key means today's default: another map on the same weights.
+    # A version-2 file without the keys means today's defaults: another map on the same weights.
     assert not torch.allclose(results[1], results[2])

@@ -18,8 +18,9 @@ shape must match the model exactly. Any failure raises before a model is returne
 model is never half-loaded.
 
 Files of an older format version load as the map they were saved as: a layer default that
-changed since (version 2: :class:`~flowforge.transforms.AffineCoupling` shifts first) is
-written back into every layer of the old file that left it out.
+changed since (version 2: :class:`~flowforge.transforms.AffineCoupling` shifts first and
+bounds its log-scale by ``(1, 3)``) is written back into every layer of the old file that
+left it out.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ FORMAT, VERSION = "flowforge", 2
 # A file of an older version gets the old default written into every layer that left it out,
 # so that it rebuilds the map it was trained as.
 _OLD_DEFAULTS: dict[int, dict[str, dict[str, Any]]] = {
-    1: {"AffineCoupling": {"shift_first": False}},  # version 2: AffineCoupling shifts first
+    # version 2: AffineCoupling shifts first, its log-scale bound is (1, 3) instead of 3
+    1: {"AffineCoupling": {"shift_first": False, "scale_bound": 3.0}},
 }
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 MAX_CONFIG_BYTES = 16 * 2**20
@@ -225,7 +227,7 @@ def _upgrade_spec(spec: Any, version: int) -> Any:
 
     Example:
         >>> _upgrade_spec({"type": "AffineCoupling", "features": 2}, 1)
-        {'type': 'AffineCoupling', 'features': 2, 'shift_first': False}
+        {'type': 'AffineCoupling', 'features': 2, 'shift_first': False, 'scale_bound': 3.0}
     """
     changes: dict[str, dict[str, Any]] = {}
     for v in sorted(_OLD_DEFAULTS, reverse=True):  # the nearest version at or after the file's wins

@@ -32,13 +32,13 @@ CASES = {
         Case("half-flip", lambda: T.AffineCoupling(4, mask="half", flip=True, hidden=(16,)), (4,)),
         Case("cond", lambda: T.AffineCoupling(5, mask="random", seed=2, context_features=3), (5,), context=3),
         Case(
-            "shift-first-cond",
-            lambda: T.AffineCoupling(4, shift_first=True, hidden=(16,), context_features=2),
+            "scale-then-shift-symmetric-bound-cond",
+            lambda: T.AffineCoupling(4, shift_first=False, scale_bound=3.0, hidden=(16,), context_features=2),
             (4,),
             context=2,
         ),
         Case("image-checker", lambda: T.AffineCoupling(IMAGE, hidden=(8,)), IMAGE),
-        Case("image-shift-first", lambda: T.AffineCoupling(IMAGE, shift_first=True, hidden=(8,)), IMAGE),
+        Case("image-old-arrangement", lambda: T.AffineCoupling(IMAGE, shift_first=False, hidden=(8,)), IMAGE),
         Case(
             "image-channel-cond",
             lambda: T.AffineCoupling(IMAGE, mask="channel", flip=True, hidden=(8, 8), context_features=2),

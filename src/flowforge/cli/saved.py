@@ -133,6 +133,12 @@ def evaluate(
         "bits_per_dim": float(nll.mean()) / (d * math.log(2)),
         "rows_with_zero_density": int((~finite).sum()),
     }
+    if finite.any():
+        # A mean far above the median is carried by a few rows the model stretches far away.
+        levels = (0.5, 0.99, 0.999)
+        q = torch.quantile(nll[finite], torch.tensor(levels, dtype=nll.dtype))
+        result["nll_quantiles"] = {str(k): float(v) for k, v in zip(levels, q, strict=True)}
+        result["nll_quantiles"]["max"] = float(nll[finite].max())
     if per_row is not None:
         _write_array(per_row, lp.numpy())
         result["per_row_log_density"] = str(per_row)

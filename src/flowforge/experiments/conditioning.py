@@ -47,8 +47,9 @@ def _spline(layers: int, hidden: tuple[int, ...]) -> Flow:
 
 
 def _affine(layers: int, hidden: tuple[int, ...], **options: float) -> Flow:
-    # shift_first=False: the arrangement the committed report was made with (before version 2).
-    return models.RealNVP(2, transforms=layers, hidden=hidden, shift_first=False, **options)
+    # The coupling defaults the committed report was made with (before format version 2).
+    options = {"shift_first": False, "scale_bound": 3.0, **options}
+    return models.RealNVP(2, transforms=layers, hidden=hidden, **options)
 
 
 def _config(quick: bool) -> dict:

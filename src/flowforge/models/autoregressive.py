@@ -46,7 +46,7 @@ def MAF(
     permutation: str = "reverse",
     seed: int = 0,
     activation: str = "relu",
-    scale_bound: float | None = 3.0,
+    scale_bound: float | tuple[float, float] | None = 3.0,
     base_df: float | None = None,
 ) -> Flow:
     """Masked autoregressive flow: ``transforms`` MAF layers over a standard normal.
@@ -104,7 +104,7 @@ def IAF(
     permutation: str = "reverse",
     seed: int = 0,
     activation: str = "relu",
-    scale_bound: float | None = 3.0,
+    scale_bound: float | tuple[float, float] | None = 3.0,
     base_df: float | None = None,
 ) -> Flow:
     """Inverse autoregressive flow: ``transforms`` IAF layers over a standard normal.

@@ -136,7 +136,7 @@ def RealNVP(
     levels: int = 2,
     hidden: Sequence[int] = (64, 64),
     context_features: int | None = None,
-    scale_bound: float | None = 3.0,
+    scale_bound: float | tuple[float, float] | None = (1.0, 3.0),
     prior: str = "base",
     mask: str = "alternate",
     activation: str = "relu",
@@ -160,7 +160,13 @@ def RealNVP(
         levels: the number of factor-outs for images.
         hidden: hidden sizes (MLP) or channels per residual block (ResNet) of the conditioners.
         context_features: size of a context vector for a conditional density ``p(x | c)``.
-        scale_bound: the soft bound on every log-scale (``None`` for none).
+        scale_bound: soft bounds ``(L, U)`` on every log-scale, ``-L < s < U`` (a number ``B``:
+            ``(B, B)``; ``None``: none). The default lets the density direction stretch by at
+            most ``e`` per coupling (see :class:`~flowforge.transforms.AffineCoupling`), which
+            also limits how much the samples can contract: for variational inference of a
+            posterior much narrower than the base, ``scale_bound=3.0, shift_first=False`` may
+            fit better (centred eight schools, 8 couplings, one seed: ELBO -31.357 against
+            -31.377 with the defaults).
         prior: ``"base"`` or ``"learned"`` for the factored-out halves.
         mask: the mask kind of vector couplings (``"alternate"``, ``"half"``, ``"random"``).
         activation: the conditioners' activation.
@@ -232,7 +238,7 @@ def Glow(
     steps: int = 8,
     hidden: Sequence[int] = (64, 64),
     context_features: int | None = None,
-    scale_bound: float | None = 3.0,
+    scale_bound: float | tuple[float, float] | None = (1.0, 3.0),
     prior: str = "learned",
     activation: str = "relu",
     base_df: float | None = None,
@@ -254,7 +260,8 @@ def Glow(
         steps: steps per scale.
         hidden: channels per residual block of the coupling (and prior) conditioners.
         context_features: size of a context vector for a conditional density ``p(x | c)``.
-        scale_bound: the soft bound on the couplings' log-scales.
+        scale_bound: soft bounds ``(L, U)`` on the couplings' log-scales, ``-L < s < U`` (a
+            number ``B``: ``(B, B)``; see :class:`~flowforge.transforms.AffineCoupling`).
         prior: ``"learned"`` or ``"base"`` for the factored-out halves.
         activation: the conditioners' activation.
         base_df: degrees of freedom of a Student-t base (``None``: a standard normal). A t base

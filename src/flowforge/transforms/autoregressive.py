@@ -179,7 +179,7 @@ class MaskedAffineAutoregressive(Autoregressive):
         ordering: str | Sequence[int] = "natural",
         seed: int = 0,
         activation: str = "relu",
-        scale_bound: float | None = 3.0,
+        scale_bound: float | tuple[float, float] | None = 3.0,
     ) -> None:
         super().__init__(
             AffineTransformer(scale_bound=scale_bound),
@@ -229,7 +229,7 @@ class InverseAutoregressive(Autoregressive):
         ordering: str | Sequence[int] = "natural",
         seed: int = 0,
         activation: str = "relu",
-        scale_bound: float | None = 3.0,
+        scale_bound: float | tuple[float, float] | None = 3.0,
     ) -> None:
         super().__init__(
             AffineTransformer(scale_bound=scale_bound) if transformer is None else transformer,

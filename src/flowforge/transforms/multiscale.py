@@ -138,7 +138,7 @@ class Split(Transform):
         prior: str = "base",
         context_features: int | None = None,
         hidden: Sequence[int] = (64, 64),
-        scale_bound: float | None = 3.0,
+        scale_bound: float | tuple[float, float] | None = 3.0,
     ) -> None:
         super().__init__()
         self.event_shape = _event_shape(shape)

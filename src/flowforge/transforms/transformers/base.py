@@ -78,16 +78,19 @@ class AffineTransformer(Transformer):
 
     Parameters per element: ``(t, s_raw)``; ``s = B tanh(s_raw / B)`` when ``scale_bound=B``
     is given (so that a conditioner cannot blow the scale up at initialisation), else
-    ``s = s_raw``. Elementwise log-determinant ``s``.
+    ``s = s_raw``. Elementwise log-determinant ``s``. A pair ``scale_bound=(L, U)`` bounds the
+    two sides apart, ``s = U tanh(s_raw / U)`` for ``s_raw > 0`` and ``L tanh(s_raw / L)``
+    below, so ``-L < s < U``: the map stretches by up to ``e^U`` and shrinks by at most
+    ``e^L``, and its inverse stretches by at most ``e^L``.
 
     With ``shift_first=True`` the map is ``y = (x + t) * exp(s)``, so that the normalizing
     direction is ``x = y * exp(-s) - t``: the shift is no longer multiplied by ``exp(-s)``
     when a density is evaluated. The two are the same family of maps; they differ in how the
-    conditioner's outputs enter, which changes training. In the density benchmark this
-    arrangement removed RealNVP's rare seeds whose test NLL blew up (``bench/README.md``).
+    conditioner's outputs enter, which changes training (``bench/README.md``).
 
     Args:
-        scale_bound: the soft bound ``B`` on |log-scale|, or ``None`` for none.
+        scale_bound: the soft bound ``B`` on |log-scale|, a pair ``(L, U)`` of bounds below
+            and above, or ``None`` for none.
         shift_first: shift before scaling in the generative direction (see above).
 
     Example:
@@ -95,25 +98,32 @@ class AffineTransformer(Transformer):
         >>> tr = AffineTransformer(scale_bound=None)
         >>> tr.forward(torch.ones(1), torch.tensor([[1.0, math.log(2.0)]]))
         (tensor([3.]), tensor([0.6931]))
+        >>> AffineTransformer(scale_bound=(1.0, 3.0)).log_scale(torch.tensor([-50.0, 50.0]))
+        tensor([-1.,  3.])
     """
 
     n_params = 2
 
-    def __init__(self, *, scale_bound: float | None = 3.0, shift_first: bool = False) -> None:
-        if scale_bound is not None and not scale_bound > 0:
-            raise ValueError(f"scale_bound must be positive or None; got {scale_bound}")
+    def __init__(
+        self, *, scale_bound: float | tuple[float, float] | None = 3.0, shift_first: bool = False
+    ) -> None:
+        self._bounds = _scale_bounds(scale_bound)
         if not isinstance(shift_first, bool):
             raise TypeError(f"shift_first must be True or False; got {shift_first!r}")
         self.scale_bound = scale_bound
         self.shift_first = shift_first
 
     def config(self) -> dict:
-        return {"scale_bound": self.scale_bound, "shift_first": self.shift_first}
+        bound = list(self.scale_bound) if isinstance(self.scale_bound, list | tuple) else self.scale_bound
+        return {"scale_bound": bound, "shift_first": self.shift_first}
 
     def log_scale(self, raw: Tensor) -> Tensor:
-        if self.scale_bound is None:
+        if self._bounds is None:
             return raw
-        return self.scale_bound * torch.tanh(raw / self.scale_bound)
+        lower, upper = self._bounds
+        if lower == upper:
+            return upper * torch.tanh(raw / upper)
+        return torch.where(raw > 0, upper * torch.tanh(raw / upper), lower * torch.tanh(raw / lower))
 
     # Few autograd nodes on purpose: at the sizes of small flows each op's fixed cost dominates.
     # ``unbind`` has one gather-free backward (``select`` makes a zero tensor per parameter), and
@@ -131,6 +141,19 @@ class AffineTransformer(Transformer):
         scale = torch.exp(neg)
         x = torch.addcmul(-shift, y, scale) if self.shift_first else (y - shift) * scale
         return x, neg.expand_as(x)
+
+
+def _scale_bounds(bound: object) -> tuple[float, float] | None:
+    """``(L, U)`` from a ``scale_bound`` option: ``None``, a positive number or a pair of them."""
+    if bound is None:
+        return None
+    pair = bound if isinstance(bound, list | tuple) else (bound, bound)
+    ok = len(pair) == 2 and all(isinstance(b, int | float) and not isinstance(b, bool) for b in pair)
+    if not ok or not all(0 < b < math.inf for b in pair):
+        raise ValueError(
+            f"scale_bound must be a positive number, a pair (lower, upper) of them, or None; got {bound!r}"
+        )
+    return float(pair[0]), float(pair[1])
 
 
 def softplus_inverse(value: float) -> float:
