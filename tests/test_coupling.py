@@ -202,3 +202,40 @@ def test_model_arguments_are_checked():
         models.NSF(1)
     with pytest.raises(ValueError, match="kind must be"):
         models.NSF(3, kind="residual")
+
+
+def test_affine_coupling_density_direction_stretches_at_most_e_per_layer():
+    # The default bound (1, 3): whatever the conditioner says, log|det| of the density
+    # direction is at most 1 per transformed entry and at least -3 (reached in float32 when
+    # tanh saturates); a number bounds both sides.
+    torch.manual_seed(0)
+    x = 50 * torch.randn(4000, 4)  # far outside any training data
+    for bound, lower, upper in (((1.0, 3.0), 1.0, 3.0), (3.0, 3.0, 3.0), ((0.5, 2.0), 0.5, 2.0)):
+        t = T.AffineCoupling(4, mask="half", hidden=(16,), scale_bound=bound)
+        _perturb(t, scale=20.0)
+        with torch.no_grad():
+            _, ladj = t.inverse(x)
+        n = int((~t.mask).sum())
+        assert float(ladj.max()) <= n * lower and float(ladj.min()) >= -n * upper
+        assert float(ladj.max()) > 0.9 * n * lower  # the bound is reached, not merely respected
+    with pytest.raises(ValueError, match="pair"):
+        T.AffineCoupling(4, scale_bound=(1.0, 0.0))
+
+
+@pytest.mark.parametrize("shape", [(4,), (2, 4, 4)])
+def test_identity_init_false_starts_from_a_random_map_and_saves(shape, tmp_path):
+    torch.manual_seed(0)
+    x = torch.randn(6, *shape)
+    start = T.AffineCoupling(shape, hidden=(8,))
+    assert torch.allclose(start(x)[0], x)
+    t = T.AffineCoupling(shape, hidden=(8,), identity_init=False)
+    assert not torch.allclose(t(x)[0], x)
+    flow = ff.Flow(ff.distributions.StandardNormal(shape), [t])
+    with torch.no_grad():
+        assert torch.equal(ff.load(ff.save(flow, tmp_path / "m")).log_prob(x), flow.log_prob(x))
+    z = torch.randn(6, 4)
+    assert torch.allclose(models.RealNVP(4, transforms=2, hidden=(8,)).transform(z)[0], z)
+    model = models.RealNVP(4, transforms=2, hidden=(8,), identity_init=False)
+    assert not torch.allclose(model.transform(z)[0], z)
+    with pytest.raises(TypeError, match="identity_init"):
+        T.AffineCoupling(4, identity_init="no")

@@ -38,6 +38,7 @@ CASES = {
             context=2,
         ),
         Case("image-checker", lambda: T.AffineCoupling(IMAGE, hidden=(8,)), IMAGE),
+        Case("random-init", lambda: T.AffineCoupling(5, identity_init=False, hidden=(16,)), (5,)),
         Case("image-old-arrangement", lambda: T.AffineCoupling(IMAGE, shift_first=False, hidden=(8,)), IMAGE),
         Case(
             "image-channel-cond",
