@@ -234,8 +234,11 @@ def test_identity_init_false_starts_from_a_random_map_and_saves(shape, tmp_path)
     with torch.no_grad():
         assert torch.equal(ff.load(ff.save(flow, tmp_path / "m")).log_prob(x), flow.log_prob(x))
     z = torch.randn(6, 4)
-    assert torch.allclose(models.RealNVP(4, transforms=2, hidden=(8,)).transform(z)[0], z)
-    model = models.RealNVP(4, transforms=2, hidden=(8,), identity_init=False)
-    assert not torch.allclose(model.transform(z)[0], z)
+    for builder, default in ((models.RealNVP, True), (models.MAF, False)):
+        start = builder(4, transforms=1, hidden=(8,))
+        assert torch.allclose(start.transform(z)[0], z) == default
+        assert torch.allclose(builder(4, transforms=1, hidden=(8,), identity_init=True).transform(z)[0], z)
+        model = builder(4, transforms=1, hidden=(8,), identity_init=False)
+        assert not torch.allclose(model.transform(z)[0], z)
     with pytest.raises(TypeError, match="identity_init"):
         T.AffineCoupling(4, identity_init="no")

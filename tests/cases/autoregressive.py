@@ -30,6 +30,7 @@ CASES = {
     ],
     "MaskedAffineAutoregressive": [
         Case("natural", lambda: T.MaskedAffineAutoregressive(5, hidden=(16, 16)), (5,)),
+        Case("random-init", lambda: T.MaskedAffineAutoregressive(3, hidden=(8,), identity_init=False), (3,)),
         Case("random", lambda: T.MaskedAffineAutoregressive(4, ordering="random", seed=1, hidden=(8,)), (4,)),
         Case(
             "narrow-cond",

@@ -66,6 +66,9 @@ class Autoregressive(Transform):
         ordering: ``"natural"``, ``"reverse"``, ``"random"`` (from ``seed``) or a permutation.
         seed: the seed of ``ordering="random"``.
         activation: the MADE's activation.
+        identity_init: start the MADE's output layer at zero, so that the layer starts as the
+            identity (the default); ``False`` keeps PyTorch's default initialisation
+            (``bench/README.md`` has MAF measured both ways).
 
     Cost: with batch ``B``, width ``h`` and ``P`` parameters per feature, the one-pass
     direction is one MADE pass, ``O(B (d h + h^2 + h d P))``. The other has the same arithmetic
@@ -100,6 +103,7 @@ class Autoregressive(Transform):
         ordering: str | Sequence[int] = "natural",
         seed: int = 0,
         activation: str = "relu",
+        identity_init: bool = True,
     ) -> None:
         super().__init__()
         if not isinstance(transformer, Transformer):
@@ -107,6 +111,8 @@ class Autoregressive(Transform):
         if one_pass not in ("inverse", "forward"):
             raise ValueError(f"one_pass must be 'inverse' (MAF) or 'forward' (IAF); got {one_pass!r}")
         self.transformer = transformer
+        if not isinstance(identity_init, bool):
+            raise TypeError(f"identity_init must be True or False; got {identity_init!r}")
         self.made = MADE(
             features,
             transformer.n_params,
@@ -115,6 +121,7 @@ class Autoregressive(Transform):
             ordering=ordering,
             seed=seed,
             activation=activation,
+            zero_last=identity_init,
         )
         self.event_shape = (self.made.features,)
         self.context_features = self.made.context_features
@@ -179,6 +186,7 @@ class MaskedAffineAutoregressive(Autoregressive):
         ordering: str | Sequence[int] = "natural",
         seed: int = 0,
         activation: str = "relu",
+        identity_init: bool = True,
         scale_bound: float | tuple[float, float] | None = 3.0,
     ) -> None:
         super().__init__(
@@ -190,6 +198,7 @@ class MaskedAffineAutoregressive(Autoregressive):
             ordering=ordering,
             seed=seed,
             activation=activation,
+            identity_init=identity_init,
         )
 
 
@@ -229,6 +238,7 @@ class InverseAutoregressive(Autoregressive):
         ordering: str | Sequence[int] = "natural",
         seed: int = 0,
         activation: str = "relu",
+        identity_init: bool = True,
         scale_bound: float | tuple[float, float] | None = 3.0,
     ) -> None:
         super().__init__(
@@ -240,6 +250,7 @@ class InverseAutoregressive(Autoregressive):
             ordering=ordering,
             seed=seed,
             activation=activation,
+            identity_init=identity_init,
         )
 
 
@@ -277,6 +288,7 @@ class MaskedSplineAutoregressive(Autoregressive):
         ordering: str | Sequence[int] = "natural",
         seed: int = 0,
         activation: str = "relu",
+        identity_init: bool = True,
     ) -> None:
         super().__init__(
             RQSplineTransformer(bins, bound=bound, min_derivative=min_derivative),
@@ -287,4 +299,5 @@ class MaskedSplineAutoregressive(Autoregressive):
             ordering=ordering,
             seed=seed,
             activation=activation,
+            identity_init=identity_init,
         )
