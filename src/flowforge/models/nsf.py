@@ -24,6 +24,7 @@ def NSF(
     context_features: int | None = None,
     activation: str = "relu",
     base_df: float | None = None,
+    identity_init: bool = True,
 ) -> Flow:
     """Neural spline flow: monotone rational-quadratic splines with LU linear layers in between.
 
@@ -48,6 +49,8 @@ def NSF(
         base_df: degrees of freedom of a Student-t base (``None``: a standard normal). A t base
             gives the flow polynomial tails, which keeps importance weights bounded when the
             target's tails are heavier than Gaussian.
+        identity_init: start every spline layer as the identity; ``False`` starts from a random
+            map (see :class:`~flowforge.transforms.Coupling`).
 
     Cost: couplings: one conditioner pass per layer both ways; autoregressive: one MADE
     pass per layer for ``log_prob``, ``d`` passes per layer for ``sample``.
@@ -73,6 +76,7 @@ def NSF(
     if kind == "coupling" and d < 2:
         raise ValueError("a spline coupling needs features >= 2; use kind='autoregressive' for d = 1")
     options = {"bins": bins, "bound": bound, "hidden": hidden, "context_features": context_features}
+    options["identity_init"] = identity_init
     layers: list[Transform] = []
     for i in range(int(transforms)):
         if kind == "coupling":
