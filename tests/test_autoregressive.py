@@ -134,9 +134,10 @@ def test_maf_and_iaf_are_inverses_on_the_same_parameters(context):
 
 def test_iaf_model_with_the_maf_layers_reversed_is_the_inverse_map():
     torch.manual_seed(5)
+    # The same transformer in both (MAF's default bound is (3, 1), IAF's 3).
     maf = models.MAF(3, transforms=3, hidden=(16,)).double()
     _perturb(maf, 0.2)
-    iaf = models.IAF(3, transforms=3, hidden=(16,)).double()
+    iaf = models.IAF(3, transforms=3, hidden=(16,), scale_bound=(3.0, 1.0)).double()
     maf_layers = [t for t in maf.transform if isinstance(t, T.Autoregressive)]
     iaf_layers = [t for t in iaf.transform if isinstance(t, T.Autoregressive)]
     for a, b in zip(reversed(maf_layers), iaf_layers):
@@ -218,3 +219,23 @@ def test_short_maf_fit_lowers_the_nll():
     # Measured with seeds 0-4 (model and data): 3.75-3.90 -> 2.41-2.50 nats, a drop of 1.25 at least.
     assert after < before - 0.8, (before, after)
     assert ff.check_transform(flow.transform.double(), test[:5].double()).passed
+
+
+def test_maf_density_direction_stretches_at_most_e_per_layer():
+    # MAF's log-scale acts on the density side; its default bound (3, 1) caps the stretch there,
+    # where the symmetric bound 3 lets the same perturbed layer stretch by up to e^3 per entry.
+    x = 50 * torch.randn(4000, 3)
+    most = {}
+    for bound in ((3.0, 1.0), 3.0):
+        torch.manual_seed(0)
+        flow = models.MAF(3, transforms=1, hidden=(16,), scale_bound=bound)
+        layer = flow.transform.transforms[0]
+        with torch.no_grad():
+            for p in layer.parameters():
+                p.add_(20.0 * torch.randn_like(p))
+            layer.made.layers[-1].bias.add_(1000.0)  # every raw log-scale far above its bound
+            _, ladj = layer.inverse(x)
+        most[bound] = float(ladj.max())
+        assert float(ladj.min()) >= -3 * 3.0
+    assert most[(3.0, 1.0)] <= 3 * 1.0 < most[3.0]
+    assert models.MAF(3).transform.transforms[0].transformer.scale_bound == (3.0, 1.0)
