@@ -101,4 +101,3 @@ def _start_run(out: Path) -> int:
 
 def _first_line(text: str | None) -> str:
     return (text or "").strip().split("\n")[0].strip()
-

@@ -105,4 +105,3 @@ def bench() -> None:
     for path in scripts:
         doc = path.read_text().split('"""')
         typer.echo(f"  {path.name:<26} {_first_line(doc[1]) if len(doc) > 2 else ''}".rstrip())
-

@@ -178,4 +178,3 @@ def check(
     typer.echo(json.dumps(report, indent=1))
     if strict and not report["passed"]:
         raise typer.Exit(1)
-

@@ -162,4 +162,3 @@ def vi(
     for warning in metrics.get("warnings") or []:
         typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"wrote {out}/model, metrics.json, report.md, report.html")
-
