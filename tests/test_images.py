@@ -203,3 +203,12 @@ def test_glow_trains_one_epoch_of_digits_in_seconds(one_thread):
     assert bool(torch.isfinite(log_p).all()) and samples.shape == (4, 1, 8, 8)
     # Measured (seeds 0-2): 4.63-4.64 bits/dim after initialisation, 3.48-3.57 after the epoch.
     assert bits_per_dim(-log_p.mean().item(), 64, data.levels) < start - 0.5
+
+
+def test_variational_dequantizer_keeps_the_version_1_couplings():
+    # Its checkpoints predate format version 2; the noise flow must stay the same map.
+    deq = VariationalDequantizer((4,), 17, hidden=(8,))
+    couplings = [m for m in deq.modules() if isinstance(m, T.AffineCoupling)]
+    assert couplings
+    for c in couplings:
+        assert c.transformer.shift_first is False and c.transformer.scale_bound == 3.0

@@ -39,6 +39,7 @@ from ._alloc import AllocationLimitError, allocation_limit
 from .errors import FlowforgeError, SpecError
 from .flow import Flow
 from .registry import build_flow, check_flow_spec, flow_spec, model_builders, parse_spec_text
+from .transforms.coupling import AFFINE_COUPLING_V1
 from .transforms.standardize import Standardize
 
 __all__ = ["ModelFileError", "build", "flow_spec", "load", "read_config", "save"]
@@ -49,7 +50,7 @@ FORMAT, VERSION = "flowforge", 2
 # so that it rebuilds the map it was trained as.
 _OLD_DEFAULTS: dict[int, dict[str, dict[str, Any]]] = {
     # version 2: AffineCoupling shifts first, its log-scale bound is (1, 3) instead of 3
-    1: {"AffineCoupling": {"shift_first": False, "scale_bound": 3.0}},
+    1: {"AffineCoupling": dict(AFFINE_COUPLING_V1)},
 }
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 MAX_CONFIG_BYTES = 16 * 2**20

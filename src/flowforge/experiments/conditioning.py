@@ -23,6 +23,7 @@ from ..datasets import entropy, generate
 from ..distributions import StandardNormal
 from ..flow import Flow
 from ..transforms import Compose, SplineCoupling, Standardize
+from ..transforms.coupling import AFFINE_COUPLING_V1
 from .common import Report, markdown_table
 from .tracking import fit_tracked, singular_values
 from .vi_common import one_thread
@@ -48,7 +49,7 @@ def _spline(layers: int, hidden: tuple[int, ...]) -> Flow:
 
 def _affine(layers: int, hidden: tuple[int, ...], **options: float) -> Flow:
     # The coupling defaults the committed report was made with (before format version 2).
-    options = {"shift_first": False, "scale_bound": 3.0, **options}
+    options = {**AFFINE_COUPLING_V1, **options}
     return models.RealNVP(2, transforms=layers, hidden=hidden, **options)
 
 

@@ -22,6 +22,7 @@ from .. import models
 from ..datasets import generate
 from ..diagnostics import jacobian_singular_values
 from ..flow import Flow
+from ..transforms.coupling import AFFINE_COUPLING_V1
 from .common import Report, markdown_table
 from .tracking import fit_tracked, kde_nll, singular_values
 from .vi_common import one_thread
@@ -116,7 +117,7 @@ def _one(name: str, kind: str, train_x: torch.Tensor, test_x: torch.Tensor, cfg:
     torch.manual_seed(seed)
     # The coupling defaults the committed report was made with (before format version 2).
     flow = models.RealNVP(
-        train.shape[1], transforms=cfg["transforms"], hidden=cfg["hidden"], shift_first=False, scale_bound=3.0
+        train.shape[1], transforms=cfg["transforms"], hidden=cfg["hidden"], **AFFINE_COUPLING_V1
     ).double()
 
     def measure(f: Flow) -> dict:

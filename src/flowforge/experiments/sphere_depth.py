@@ -22,6 +22,7 @@ from torch import Tensor
 
 from .. import models
 from ..train import fit
+from ..transforms.coupling import AFFINE_COUPLING_V1
 from .common import Report, markdown_table
 from .vi_common import one_thread
 
@@ -163,8 +164,7 @@ def run(*, quick: bool, out: Path, seed: int) -> dict:
                 for depth in cfg["depths"]:
                     torch.manual_seed(seed)
                     # The coupling defaults the committed report was made with (before format version 2).
-                    pinned = {"shift_first": False, "scale_bound": 3.0}
-                    flow = models.RealNVP(d, transforms=depth, hidden=(cfg["hidden"],), **pinned)
+                    flow = models.RealNVP(d, transforms=depth, hidden=(cfg["hidden"],), **AFFINE_COUPLING_V1)
                     flow = flow.double()
                     per_layer = sum(p.numel() for p in flow.parameters()) // depth
                     hist = fit(

@@ -16,6 +16,7 @@ complementary masks (``flip=True``) or with permutations / ``LULinear`` /
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -30,6 +31,10 @@ from .parametric import _event_shape
 from .transformers import AdditiveTransformer, AffineTransformer, RQSplineTransformer, Transformer
 
 __all__ = ["AdditiveCoupling", "AffineCoupling", "Coupling", "LinearAffineCoupling", "SplineCoupling"]
+
+# AffineCoupling's defaults before saved-model format version 2: what old files mean (io's
+# upgrade) and what the experiments whose reports were made then keep using.
+AFFINE_COUPLING_V1 = MappingProxyType({"shift_first": False, "scale_bound": 3.0})
 
 
 class Coupling(Transform):

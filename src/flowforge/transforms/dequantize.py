@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from ..distributions import StandardNormal
 from ..flow import Flow
-from .coupling import AffineCoupling
+from .coupling import AFFINE_COUPLING_V1, AffineCoupling
 from .elementwise import Sigmoid
 from .parametric import Elementwise, _event_shape
 from .transformers import AffineTransformer
@@ -134,9 +134,9 @@ class VariationalDequantizer(nn.Module):
         d = self.dims
         mask = "checkerboard" if len(self.event_shape) == 3 else "alternate"
         steps = [Elementwise(AffineTransformer(), self.event_shape, context_features=d, hidden=hidden)]
-        # shift_first=False keeps the noise flow of checkpoints made before AffineCoupling's
-        # default changed (format version 2) loadable as the same map.
-        options = {"context_features": d, "hidden": hidden, "shift_first": False}
+        # The version-1 couplings keep the noise flow of checkpoints made before AffineCoupling's
+        # defaults changed (format version 2) loadable as the same map.
+        options = {"context_features": d, "hidden": hidden, **AFFINE_COUPLING_V1}
         steps += [
             AffineCoupling(self.event_shape, mask=mask, flip=bool(i % 2), **options) for i in range(layers)
         ]
