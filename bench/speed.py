@@ -84,6 +84,9 @@ class Raw(nn.Module):
         return sum(net(x).mean() for net, x in zip(self.nets, inputs, strict=True))
 
 
+OPTIMIZER = "default"  # set from --optimizer
+
+
 class Entry:
     """One timed thing (a library's model, or the raw networks) with its optimizer and batch."""
 
@@ -107,7 +110,8 @@ class Entry:
             self.sample = built.sample
         self.params = [p for p in self.module.parameters() if p.requires_grad]
         self.train = True  # whether its training step is timed (see --skip-train)
-        self.opt = torch.optim.Adam(self.params, lr=1e-4)
+        # The same update for every library; fused (one kernel for all tensors) is what flowforge.fit uses.
+        self.opt = torch.optim.Adam(self.params, lr=1e-4, fused=OPTIMIZER == "fused" or None)
 
     def step(self) -> None:
         self.opt.zero_grad(set_to_none=True)
@@ -340,6 +344,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (best kept)")
     p.add_argument("--round-seconds", type=float, default=0.5, help="about this long per entry and round")
     p.add_argument("--max-steps", type=int, default=50, help="at most this many steps per round")
+    p.add_argument(
+        "--optimizer",
+        choices=("default", "fused"),
+        default="default",
+        help="torch.optim.Adam's default per-tensor update, or fused=True (what flowforge.fit uses);\n"
+        "every library and the raw networks get the same one (memory children use the default)",
+    )
     p.add_argument("--no-sample", dest="sample", action="store_false", help="skip sampling")
     p.add_argument(
         "--sample-n", type=int, default=None, help="samples per call at most (default: max(batch, 10000))"
@@ -385,7 +396,8 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device here")
-    global CLOCK
+    global CLOCK, OPTIMIZER
+    OPTIMIZER = args.optimizer
     if args.clock == "auto":
         args.clock = "cpu" if device.type == "cpu" and torch.get_num_threads() == 1 else "wall"
     if args.clock == "cpu" and device.type == "cuda":

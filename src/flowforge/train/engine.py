@@ -62,6 +62,18 @@ def _architecture(flow: nn.Module) -> str | None:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _adam(params: list[nn.Parameter], *, lr: float, weight_decay: float) -> torch.optim.Adam:
+    """Adam with the fused kernel where torch has one for every parameter (CPU and CUDA floats).
+
+    The default update loops over the tensors in Python, about a dozen operations each: for a
+    5-layer MAF (30 tensors) that is ~0.9 ms of a ~6 ms CPU step, against ~0.15 ms fused. The
+    update is the same to float rounding, and the state dict is interchangeable, so checkpoints
+    written by either load into the other.
+    """
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
 def _clone(obj: Any) -> Any:
     if isinstance(obj, Tensor):
         return obj.detach().clone()
@@ -185,7 +197,7 @@ class Run:
         self.params = [p for p in flow.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("the flow has no trainable parameters")
-        self.optimizer = torch.optim.Adam(self.params, lr=lr, weight_decay=weight_decay)
+        self.optimizer = _adam(self.params, lr=lr, weight_decay=weight_decay)
         self.schedule = Schedule(schedule, lr=lr, total=steps, warmup=warmup)
         self.history = History(kind)
         self.step = 0
