@@ -85,6 +85,7 @@ class Raw(nn.Module):
 
 
 OPTIMIZER = "default"  # set from --optimizer
+COMPILED = "-compiled"  # flowforge's model through fit(compile=True)'s compiled loss (--compile)
 
 
 class Entry:
@@ -103,11 +104,23 @@ class Entry:
             self.sample = None
         else:
             torch.manual_seed(0)
-            built = build(library, model, d, hidden)
+            built = build(library.removesuffix(COMPILED), model, d, hidden)
             self.module = built.module.to(device)
             x = torch.randn(batch, d, generator=gen).to(device)
             self.loss = lambda: -built.log_prob(x).mean()
             self.sample = built.sample
+            if library.endswith(COMPILED):  # fit(compile=True)'s own wrapper; sampling stays eager
+                from flowforge.train.compiled import compiled_loss
+
+                step = compiled_loss(lambda x, c: -built.log_prob(x).mean(), device=device)
+                self.loss, self.sample = lambda: step(x, None), None
+                start = time.perf_counter()
+                for _ in range(2):  # eager, then the compiling call
+                    self.loss().backward()
+                sync(device)
+                self.compile_s = time.perf_counter() - start
+                if step.state != "compiled":
+                    raise Unavailable("torch.compile failed here (see the warning)")
         self.params = [p for p in self.module.parameters() if p.requires_grad]
         self.train = True  # whether its training step is timed (see --skip-train)
         # The same update for every library; fused (one kernel for all tensors) is what flowforge.fit uses.
@@ -257,7 +270,11 @@ def precision_check(args: argparse.Namespace) -> list[dict]:
 
 # -- reporting -------------------------------------------------------------------------------
 def _fastest_peer(rows: list[dict], key: str, better: str) -> tuple[str, float] | None:
-    peers = [(r["library"], r[key]) for r in rows if r["library"] not in ("flowforge", "raw") and r.get(key)]
+    peers = [
+        (r["library"], r[key])
+        for r in rows
+        if not r["library"].startswith(("flowforge", "raw")) and r.get(key)
+    ]
     if not peers:
         return None
     pick = min if better == "low" else max
@@ -283,7 +300,7 @@ def table(config: str, rows: list[dict]) -> str:
         step_peer = _fastest_peer(sel, "ms_per_step", "low")
         sample_peer = _fastest_peer(sel, "samples_per_s", "high")
         for r in sel:
-            ours = r["library"] == "flowforge"
+            ours = r["library"].startswith("flowforge")
             ms, sps = r.get("ms_per_step"), r.get("samples_per_s")
             spec = ",.0f" if (sps or 0) >= 100 else ".3g"
             vs_step = ms / step_peer[1] if ours and ms and step_peer else None
@@ -350,6 +367,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         default="default",
         help="torch.optim.Adam's default per-tensor update, or fused=True (what flowforge.fit uses);\n"
         "every library and the raw networks get the same one (memory children use the default)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time flowforge's models through fit(compile=True)'s torch.compile'd loss\n"
+        "('flowforge-compiled' rows; compile time in the JSON; the peers stay eager)",
     )
     p.add_argument("--no-sample", dest="sample", action="store_false", help="skip sampling")
     p.add_argument(
@@ -440,7 +463,8 @@ def main(argv: list[str] | None = None) -> int:
         rows: list[dict] = []
         for model in (s for s in args.models.split(",") if s):
             entries = []
-            for library in [*libraries, "raw"]:
+            extra = ["flowforge" + COMPILED] if args.compile and "flowforge" in libraries else []
+            for library in [*libraries, *extra, "raw"]:
                 try:
                     entry = Entry(library, model, d, h, b, device)
                 except Unavailable as e:
@@ -457,7 +481,9 @@ def main(argv: list[str] | None = None) -> int:
             for e in entries:
                 row = {"config": config, "model": model, "library": e.library, **timed[e.library]}
                 row["params"] = sum(p.numel() for p in e.params)
-                if args.memory and e.train:
+                if hasattr(e, "compile_s"):
+                    row["compile_s"] = round(e.compile_s, 1)
+                if args.memory and e.train and not e.library.endswith(COMPILED):
                     row["peak_mb"] = measure_memory(
                         e.library, model, config, args.device, torch.get_num_threads()
                     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -76,6 +77,50 @@ def test_the_fused_adam_of_fit_makes_torchs_default_update():
     fused.load_state_dict(plain.state_dict())
     loaded, saved = fused.state_dict()["state"], plain.state_dict()["state"]
     assert all(torch.equal(loaded[i]["exp_avg"], s["exp_avg"]) for i, s in saved.items())
+
+
+def _compiled_and_eager(steps: int, **options) -> dict:
+    data = generate("moons", 1000, seed=0)
+    out = {}
+    for compile in (False, True):
+        torch.manual_seed(0)
+        flow = models.MAF(2, transforms=2, hidden=(16,))
+        h = ff.fit(flow, data, steps=steps, batch_size=100, progress=False, compile=compile, **options)
+        out[compile] = (h, flow)
+    return out
+
+
+@pytest.mark.skipif(
+    not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
+    reason="torch.compile's CPU backend needs a C++ compiler",
+)
+def test_fit_compile_trains_the_compiled_step_with_eager_results():
+    runs = _compiled_and_eager(12)
+    (compiled, flow_c), (eager, flow_e) = runs[True], runs[False]
+    assert compiled.summary["compiled"] is True and "compiled" not in eager.summary
+    assert compiled["loss"] == pytest.approx(eager["loss"], abs=1e-4)
+    x = generate("moons", 200, seed=5)
+    torch.testing.assert_close(flow_c.log_prob(x), flow_e.log_prob(x), atol=1e-4, rtol=1e-4)
+
+
+def test_a_compiler_failure_falls_back_to_eager_with_a_warning(monkeypatch):
+    def broken_compile(fn, **options):
+        def compiled(*args, **kwargs):
+            raise RuntimeError("no backend on this machine")
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    with pytest.warns(RuntimeWarning, match=r"torch.compile failed \(RuntimeError: no backend.*eagerly"):
+        runs = _compiled_and_eager(6)
+    assert runs[True][0].summary["compiled"] is False
+    assert runs[True][0]["loss"] == runs[False][0]["loss"]
+
+
+def test_fit_vi_says_that_it_does_not_compile():
+    with pytest.warns(UserWarning, match="compile=True is implemented for fit only"):
+        h = ff.fit_vi(spline_flow(), banana, steps=3, samples=16, progress=False, compile=True)
+    assert len(h) == 3
 
 
 def test_standardizer_reports_raw_units():

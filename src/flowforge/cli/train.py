@@ -62,6 +62,13 @@ def fit(
         bool,
         typer.Option(help="Read a .npy file memory-mapped, minibatch by minibatch (always for a directory)."),
     ] = False,
+    compile: Annotated[
+        bool,
+        typer.Option(
+            help="Train through torch.compile (CUDA graphs on a GPU); the first compiled step takes seconds "
+            "to minutes, a compiler failure falls back to eager with a warning."
+        ),
+    ] = False,
 ) -> None:
     """Fit a flow by maximum likelihood; write the model, metrics.json, figures and report.md/.html.
 
@@ -89,6 +96,7 @@ def fit(
         threads=threads,
         command=_command(),
         memmap=memmap,
+        compile=compile,
     )
     if rank:
         return

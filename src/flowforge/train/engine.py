@@ -19,7 +19,6 @@ import math
 import signal
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -162,7 +161,6 @@ class Run:
         fingerprint: dict,
         get_extra: Callable[[], dict],
         set_extra: Callable[[dict], None],
-        compile: bool = False,
         world: World | None = None,
     ) -> None:
         if steps < 1:
@@ -179,11 +177,6 @@ class Run:
             raise ValueError(f"checkpoint_every must be positive or None; got {checkpoint_every}")
         if resume and checkpoint_dir is None:
             raise ValueError("resume=True needs checkpoint_dir= (where the checkpoint is)")
-        if compile:
-            warnings.warn(
-                "compile=True is accepted but not implemented yet: training runs eagerly",
-                stacklevel=3,
-            )
         self.kind, self.flow, self.steps = kind, flow, int(steps)
         self.clip, self.progress_enabled = clip, bool(progress)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None

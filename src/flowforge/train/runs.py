@@ -160,6 +160,7 @@ def fit_run(
     threads: int | None = None,
     command: str | None = None,
     memmap: bool = False,
+    compile: bool = False,
 ) -> dict:
     """Fit a model to a built-in data set or a data file and write a complete run folder.
 
@@ -192,6 +193,7 @@ def fit_run(
             checkpoint_dir=out / "checkpoints",
             checkpoint_every=checkpoint_every,
             resume=resume,
+            compile=compile,
         )
         features = math.prod(train.shape[1:])
         test_nll = evaluate(flow, test, device=device, world=world) if test is not None else None
@@ -210,6 +212,7 @@ def fit_run(
         "seconds": s["seconds"],
         "steps_per_second": s["steps_per_second"],
         "rollbacks": s["rollbacks"],
+        "compiled": s.get("compiled", False),
         "processes": world.size,
         "best_validation_nll": s["best_val_loss"],
         "test_nll": test_nll,

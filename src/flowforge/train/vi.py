@@ -238,7 +238,8 @@ def fit_vi(
             samples where the target is NaN or -inf; 0 to only exclude them.
         clip: maximum gradient norm, or ``None``.
         progress, checkpoint_dir, checkpoint_every, resume, seed, device, dtype, max_rollbacks,
-            compile: as in :func:`~flowforge.fit`.
+            compile: not implemented for VI (a warning says so; the run is eager): the loss
+                drops non-finite target values per draw and calls arbitrary user densities.
         restarts: ``R > 1`` runs ``R`` fits from seeds ``seed, seed + 1, ...`` (restart ``r``
             starts from a fresh initialisation and checkpoints in ``checkpoint_dir/restart-r``),
             cross-evaluates them (:func:`~flowforge.diagnostics.restart_agreement`), warns when
@@ -298,6 +299,10 @@ def fit_vi(
         )
     if not zero_density_penalty >= 0:
         raise ValueError(f"zero_density_penalty must be >= 0; got {zero_density_penalty}")
+    if compile:
+        # The ELBO drops non-finite target values per draw (data-dependent shapes) and calls
+        # arbitrary user densities: no single graph to compile.
+        warnings.warn("compile=True is implemented for fit only; fit_vi runs eagerly", stacklevel=2)
     if samples < 1 or (iw is not None and iw < 1):
         raise ValueError(f"samples and iw must be positive; got samples={samples}, iw={iw}")
     if anneal is not None:
@@ -348,7 +353,6 @@ def fit_vi(
         fingerprint=fingerprint,
         get_extra=dict,
         set_extra=lambda extra: None,
-        compile=compile,
         world=world,
     )
     history: History = run.history

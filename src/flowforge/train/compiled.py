@@ -1,0 +1,86 @@
+"""``fit(..., compile=True)``: the training loss through ``torch.compile``.
+
+At the sizes of most flows a training step is hundreds of small eager operations, each with a
+fixed dispatch (CPU) or launch (GPU) cost larger than its arithmetic. ``torch.compile`` fuses
+the elementwise work of the transformers and log-determinants into few kernels; on CUDA the
+``"reduce-overhead"`` mode also replays the whole step as a CUDA graph. Results equal the
+eager ones to float rounding (tested in the suite on CPU).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from ..settings import validation
+
+__all__ = ["compiled_loss"]
+
+log = logging.getLogger("flowforge.train")
+
+
+def compiled_loss(loss: Callable[[Tensor, Tensor | None], Tensor], *, device: torch.device) -> _CompiledLoss:
+    """``loss(x, context)`` compiled for repeated calls on batches of one shape.
+
+    The first call runs eagerly, with argument validation, so that shape errors keep their
+    messages and data-dependent initialisations (``ActNorm``) happen outside the graph. Later
+    calls run the compiled graph with validation off (the batch shape no longer changes). If
+    compilation fails (no C++ compiler for the CPU backend, an operation the compiler does not
+    support), a warning names the error and training continues eagerly: nothing is lost.
+
+    Args:
+        loss: the step's loss as a function of the batch and its context (``None`` if none).
+        device: where training runs; CUDA uses ``mode="reduce-overhead"`` (CUDA graphs), other
+            devices the default mode. Shapes are static (``dynamic=False``): ``fit`` draws
+            batches of one size.
+
+    Returns:
+        A function with ``loss``'s signature. Its ``state`` attribute is ``"eager"`` before the
+        first compiled call, then ``"compiled"``, or ``"failed"`` after a fallback.
+
+    Cost:
+        The first compiled call traces and compiles the step (seconds to minutes, growing with the
+        number of layers); later calls skip Python dispatch for the compiled region.
+
+    Example:
+        >>> import torch
+        >>> f = compiled_loss(lambda x, c: (x**2).mean(), device=torch.device("cpu"))
+        >>> float(f(torch.ones(3), None)), f.state
+        (1.0, 'eager')
+    """
+    return _CompiledLoss(loss, device)
+
+
+class _CompiledLoss:
+    def __init__(self, loss: Callable[[Tensor, Tensor | None], Tensor], device: torch.device) -> None:
+        self.loss, self.state, self._warm = loss, "eager", False
+        self.mode = "reduce-overhead" if device.type == "cuda" else None
+        self.compiled = torch.compile(loss, mode=self.mode, dynamic=False)
+
+    def __call__(self, x: Tensor, context: Tensor | None) -> Tensor:
+        if self.state == "compiled":
+            with validation(False):
+                return self.compiled(x, context)
+        if self.state == "failed" or not self._warm:
+            self._warm = True
+            return self.loss(x, context)
+        try:
+            with validation(False):
+                out = self.compiled(x, context)
+        except Exception as e:  # any compiler failure: the eager step is still correct
+            self.state = "failed"
+            first = str(e).splitlines()[0][:300] if str(e) else ""
+            warnings.warn(
+                f"compile=True: torch.compile failed ({type(e).__name__}: {first}); "
+                "training continues eagerly",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return self.loss(x, context)
+        self.state = "compiled"
+        log.info("compile=True: the training step is compiled (mode %s)", self.mode or "default")
+        return out
