@@ -93,8 +93,9 @@ class Entry:
 
     def __init__(self, library: str, model: str, d: int, hidden: int, batch: int, device: torch.device):
         self.library, self.model = library, model
+        base = library.removesuffix(COMPILED)
         gen = torch.Generator().manual_seed(0)
-        if library == "raw":
+        if base == "raw":
             self.module = Raw(raw_stack(model, d, hidden)).to(device)
             self.inputs = [
                 torch.randn(batch, net[0].in_features, generator=gen).to(device).requires_grad_()
@@ -104,27 +105,40 @@ class Entry:
             self.sample = None
         else:
             torch.manual_seed(0)
-            built = build(library.removesuffix(COMPILED), model, d, hidden)
+            built = build(base, model, d, hidden)
             self.module = built.module.to(device)
             x = torch.randn(batch, d, generator=gen).to(device)
             self.loss = lambda: -built.log_prob(x).mean()
             self.sample = built.sample
-            if library.endswith(COMPILED):  # fit(compile=True)'s own wrapper; sampling stays eager
-                from flowforge.train.compiled import compiled_loss
-
-                step = compiled_loss(lambda x, c: -built.log_prob(x).mean(), device=device)
-                self.loss, self.sample = lambda: step(x, None), None
-                start = time.perf_counter()
-                for _ in range(2):  # eager, then the compiling call
-                    self.loss().backward()
-                sync(device)
-                self.compile_s = time.perf_counter() - start
-                if step.state != "compiled":
-                    raise Unavailable("torch.compile failed here (see the warning)")
         self.params = [p for p in self.module.parameters() if p.requires_grad]
         self.train = True  # whether its training step is timed (see --skip-train)
         # The same update for every library; fused (one kernel for all tensors) is what flowforge.fit uses.
         self.opt = torch.optim.Adam(self.params, lr=1e-4, fused=OPTIMIZER == "fused" or None)
+        if library.endswith(COMPILED):
+            self._compile(base, device)
+
+    def _compile(self, base: str, device: torch.device) -> None:
+        """The loss through torch.compile: flowforge's via fit(compile=True)'s own wrapper (eager first
+        call with validation, then compiled without), the others' and the raw networks' directly."""
+        eager, self.sample = self.loss, None  # sampling stays eager: see the library's own row
+        mode = "reduce-overhead" if device.type == "cuda" else None
+        if base == "flowforge":
+            from flowforge.train.compiled import compiled_loss
+
+            step = compiled_loss(lambda x, c: eager(), device=device)
+            self.loss = lambda: step(None, None)
+        else:
+            self.loss = torch.compile(eager, mode=mode, dynamic=False)
+        start = time.perf_counter()
+        try:
+            for _ in range(2):  # flowforge's first call is eager, the second compiles
+                self.loss().backward()
+        except Exception as e:
+            raise Unavailable(f"torch.compile failed ({type(e).__name__}: {str(e)[:200]})") from None
+        sync(device)
+        self.compile_s = time.perf_counter() - start
+        if base == "flowforge" and step.state != "compiled":
+            raise Unavailable("torch.compile failed (see the warning)")
 
     def step(self) -> None:
         self.opt.zero_grad(set_to_none=True)
@@ -270,10 +284,13 @@ def precision_check(args: argparse.Namespace) -> list[dict]:
 
 # -- reporting -------------------------------------------------------------------------------
 def _fastest_peer(rows: list[dict], key: str, better: str) -> tuple[str, float] | None:
+    """The fastest eager peer: flowforge's compiled row is compared with what the peers' users run."""
     peers = [
         (r["library"], r[key])
         for r in rows
-        if not r["library"].startswith(("flowforge", "raw")) and r.get(key)
+        if not r["library"].startswith(("flowforge", "raw"))
+        and not r["library"].endswith(COMPILED)
+        and r.get(key)
     ]
     if not peers:
         return None
@@ -304,8 +321,8 @@ def table(config: str, rows: list[dict]) -> str:
             ms, sps = r.get("ms_per_step"), r.get("samples_per_s")
             spec = ",.0f" if (sps or 0) >= 100 else ".3g"
             vs_step = ms / step_peer[1] if ours and ms and step_peer else None
-            vs_sample = r.get("samples_per_s", 0) / sample_peer[1] if ours and sample_peer else None
-            over = ms / raw if ms and raw and r["library"] != "raw" else None
+            vs_sample = sps / sample_peer[1] if ours and sps and sample_peer else None
+            over = ms / raw if ms and raw and r["library"] != "raw" else None  # eager raw for all
             lines.append(
                 f"| {model} | {r['library']} | {fmt(ms, '.2f')} | {fmt(over, '.2f')} | "
                 f"{fmt(vs_step, '.2f')} | {fmt(sps, spec)} | {fmt(vs_sample, '.2f')} | "
@@ -371,8 +388,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--compile",
         action="store_true",
-        help="also time flowforge's models through fit(compile=True)'s torch.compile'd loss\n"
-        "('flowforge-compiled' rows; compile time in the JSON; the peers stay eager)",
+        help="also time every library's loss (and the raw networks) through torch.compile: '-compiled'\n"
+        "rows, flowforge's through fit(compile=True)'s wrapper; compile seconds in the JSON",
     )
     p.add_argument("--no-sample", dest="sample", action="store_false", help="skip sampling")
     p.add_argument(
@@ -463,8 +480,8 @@ def main(argv: list[str] | None = None) -> int:
         rows: list[dict] = []
         for model in (s for s in args.models.split(",") if s):
             entries = []
-            extra = ["flowforge" + COMPILED] if args.compile and "flowforge" in libraries else []
-            for library in [*libraries, *extra, "raw"]:
+            plain = [*libraries, "raw"]
+            for library in plain + ([name + COMPILED for name in plain] if args.compile else []):
                 try:
                     entry = Entry(library, model, d, h, b, device)
                 except Unavailable as e:
