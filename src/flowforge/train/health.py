@@ -218,7 +218,10 @@ def explain_nonfinite(
     after = rng_snapshot(cuda="cuda" in rng)
     try:
         _restore(rng)
-        origin = find_nonfinite(flow, loss_fn, gradients=gradients)
+        # A compiled step (fit(compile=True)) replays eagerly: the hooks must see every layer,
+        # and new hooks would otherwise trigger a recompilation.
+        with torch.compiler.set_stance("force_eager"):
+            origin = find_nonfinite(flow, loss_fn, gradients=gradients)
     except Exception as e:  # the diagnosis must never turn a rollback into a crash
         log.info("could not replay the non-finite step: %s: %s", type(e).__name__, e)
         return ""
