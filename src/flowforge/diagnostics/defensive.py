@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from ..flow import Flow
-from ..train.vi import call_target
+from ..train.elbo import call_target
 from .elbo import in_dtype, seeded
 from .importance import log_z as is_log_z
 from .psis import psis

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from ..flow import Flow
-from ..train.vi import call_target
+from ..train.elbo import call_target
 
 __all__ = ["ElboEstimate", "VIDraws", "draw", "elbo", "in_dtype", "seeded"]
 

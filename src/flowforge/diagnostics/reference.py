@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ..errors import FlowforgeError, ShapeError
 from ..flow import Flow
-from ..train.vi import call_target
+from ..train.elbo import call_target
 from .elbo import in_dtype
 
 __all__ = ["ForwardFit", "forward_fit", "moment_errors", "wasserstein2"]

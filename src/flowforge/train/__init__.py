@@ -6,11 +6,12 @@ Both return a :class:`History`, show a progress bar, write atomic checkpoints th
 
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
 from .data import EpochSampler, split
+from .elbo import TargetError, call_target, vi_loss
 from .engine import TrainingDivergedError
 from .history import History
 from .ml import evaluate, fit, nll
 from .schedule import Schedule
-from .vi import TargetError, call_target, fit_vi, vi_loss
+from .vi import fit_vi
 
 __all__ = [
     "CHECKPOINT_NAME",

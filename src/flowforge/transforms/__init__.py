@@ -10,6 +10,7 @@ from . import conv as _conv
 from . import coupling as _coupling
 from . import elementwise as _elementwise
 from . import linear as _linear
+from . import linear_coupling as _linear_coupling
 from . import multiscale as _multiscale
 from . import parametric as _parametric
 from . import planar as _planar
@@ -23,6 +24,7 @@ from .conv import *  # noqa: F403
 from .coupling import *  # noqa: F403
 from .elementwise import *  # noqa: F403
 from .linear import *  # noqa: F403
+from .linear_coupling import *  # noqa: F403
 from .multiscale import *  # noqa: F403
 from .parametric import *  # noqa: F403
 from .planar import *  # noqa: F403
@@ -39,6 +41,7 @@ _FAMILIES = [
     _coupling,
     _elementwise,
     _linear,
+    _linear_coupling,
     _multiscale,
     _parametric,
     _planar,
