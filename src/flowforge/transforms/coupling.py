@@ -192,10 +192,17 @@ class Coupling(Transform):
         order = torch.cat([self.fixed_index, self.free_index]).cpu()
         self.register_buffer("order", order.to(self.fixed_index.device), persistent=False)
         n, k = order.numel(), self.fixed_index.numel()
+        even, odd = torch.arange(0, n, 2), torch.arange(1, n, 2)
         if torch.equal(order, torch.arange(n)):
             self._layout = "prefix"
         elif torch.equal(order, torch.cat([torch.arange(n - k, n), torch.arange(n - k)])):
             self._layout = "suffix"
+        elif n % 2 == 0 and torch.equal(order, torch.cat([even, odd])):
+            # Alternating masks: strided views split, one stack merges. A gather along the last
+            # dimension is slow on CPUs (0.6 ms for a (10000, 64) batch, as much as a matrix product).
+            self._layout = "even"
+        elif n % 2 == 0 and torch.equal(order, torch.cat([odd, even])):
+            self._layout = "odd"
         else:
             self._layout = "gather"
 
@@ -206,18 +213,25 @@ class Coupling(Transform):
             batch = self.batch_shape(x)
             flat = x.reshape(*batch, -1)
             k = len(self.fixed_index)
-            if self._layout == "prefix":
+            layout = self._layout
+            if layout == "prefix":
                 fixed, free = flat[..., :k], flat[..., k:]
-            elif self._layout == "suffix":
+            elif layout == "suffix":
                 fixed, free = flat[..., -k:], flat[..., :-k]
+            elif layout in ("even", "odd"):
+                first, second = flat[..., 0::2], flat[..., 1::2]
+                fixed, free = (first, second) if layout == "even" else (second, first)
             else:
                 ordered = permute_last(flat, self.order, self.unorder)
                 fixed, free = ordered[..., :k], ordered[..., k:]
             out, ladj = f(free, self._mlp_params(fixed, context))
-            if self._layout == "prefix":
+            if layout == "prefix":
                 y = torch.cat([fixed, out], dim=-1)
-            elif self._layout == "suffix":
+            elif layout == "suffix":
                 y = torch.cat([out, fixed], dim=-1)
+            elif layout in ("even", "odd"):
+                pair = (fixed, out) if layout == "even" else (out, fixed)
+                y = torch.stack(pair, dim=-1).flatten(-2)
             else:
                 y = permute_last(torch.cat([fixed, out], dim=-1), self.unorder, self.order)
             return y.reshape(*batch, *self.event_shape), ladj.sum(dim=-1)
