@@ -82,3 +82,26 @@ def test_permutation_layer_still_round_trips():
     x = torch.randn(2, 3, 6)
     y, ladj = t(x)
     assert torch.equal(t.inverse(y)[0], x) and torch.equal(ladj, torch.zeros(2, 3))
+
+
+def test_an_initialized_actnorm_does_not_break_a_compiled_graph(tmp_path):
+    # fit(compile=True) traces the whole loss: a host read of ActNorm's flag in every layer would
+    # split the graph at each of them (and recompile the shared frames per layer shape).
+    import torch._dynamo
+
+    from flowforge.settings import validation
+
+    torch.manual_seed(0)
+    flow = models.Glow((1, 4, 4), levels=1, steps=2, hidden=(8,))
+    x = torch.rand(16, 1, 4, 4)
+    flow.log_prob(x)  # the data-dependent initialisation, eagerly
+    with validation(False):  # as fit(compile=True) runs its compiled steps
+        explained = torch._dynamo.explain(lambda v: flow.log_prob(v))(x)
+    assert explained.graph_break_count == 0, [b.reason for b in explained.break_reasons]
+    # A loaded model is initialized: its first batch must not overwrite the loaded statistics.
+    ff.save(flow, tmp_path / "glow")
+    loaded = ff.load(tmp_path / "glow")
+    loaded.train()
+    before = {k: v.clone() for k, v in loaded.state_dict().items()}
+    loaded.log_prob(torch.rand(16, 1, 4, 4) * 5)
+    assert all(torch.equal(before[k], v) for k, v in loaded.state_dict().items())

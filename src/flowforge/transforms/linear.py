@@ -175,6 +175,10 @@ class ActNorm(Transform):
         self.log_scale = nn.Parameter(torch.zeros(self.features))
         self.shift = nn.Parameter(torch.zeros(self.features))
         self.register_buffer("initialized", torch.tensor(False))
+        # A Python mirror of the buffer, refreshed on loading: reading the buffer every call is a
+        # host sync, and under torch.compile a graph break at every ActNorm of the model.
+        self._ready = False
+        self.register_load_state_dict_post_hook(lambda module, _keys: module._refresh_ready())
 
     def _view(self, p: Tensor, x: Tensor) -> Tensor:
         return p.to(x.dtype).view(self.features, *[1] * (self.event_dim - 1))
@@ -191,6 +195,9 @@ class ActNorm(Transform):
         spatial = int(torch.Size(x.shape[x.dim() - self.event_dim + 1 :]).numel())
         return (spatial * self.log_scale.sum()).to(x.dtype).expand(x.shape[: x.dim() - self.event_dim])
 
+    def _refresh_ready(self) -> None:
+        self._ready = bool(self.initialized)
+
     @torch.no_grad()
     def _initialize(self, y: Tensor) -> None:
         flat = y.movedim(y.dim() - self.event_dim, -1).reshape(-1, self.features)
@@ -198,17 +205,19 @@ class ActNorm(Transform):
             self.shift.copy_(flat.mean(0))
             self.log_scale.copy_(torch.log(flat.std(0).clamp_min(1e-6)))
         self.initialized.fill_(True)
+        self._ready = True
 
     def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         self._check(x, "forward")
-        if not bool(self.initialized):
+        if not self._ready:
             self.initialized.fill_(True)
+            self._ready = True
         y = x * torch.exp(self._view(self.log_scale, x)) + self._view(self.shift, x)
         return y, self._ladj(x)
 
     def _inverse(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         self._check(y, "inverse")
-        if not bool(self.initialized) and self.training:
+        if not self._ready and self.training:
             self._initialize(y)
         x = (y - self._view(self.shift, y)) * torch.exp(-self._view(self.log_scale, y))
         return x, -self._ladj(y)
