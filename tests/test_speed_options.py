@@ -84,24 +84,43 @@ def test_permutation_layer_still_round_trips():
     assert torch.equal(t.inverse(y)[0], x) and torch.equal(ladj, torch.zeros(2, 3))
 
 
-def test_an_initialized_actnorm_does_not_break_a_compiled_graph(tmp_path):
-    # fit(compile=True) traces the whole loss: a host read of ActNorm's flag in every layer would
-    # split the graph at each of them (and recompile the shared frames per layer shape).
+COMPILED_MODELS = {
+    "MAF": (lambda: models.MAF(4, transforms=2, hidden=(16,)), (4,)),
+    "IAF": (lambda: models.IAF(4, transforms=2, hidden=(16,)), (4,)),
+    "NICE": (lambda: models.NICE(4, transforms=2, hidden=(16,)), (4,)),
+    "RealNVP": (lambda: models.RealNVP(4, transforms=2, hidden=(16,)), (4,)),
+    "NSF-AR": (lambda: models.NSF(4, kind="autoregressive", transforms=2, hidden=(16,)), (4,)),
+    "NSF-C": (lambda: models.NSF(4, kind="coupling", transforms=2, hidden=(16,)), (4,)),
+    "Glow": (lambda: models.Glow((1, 4, 4), levels=1, steps=2, hidden=(8,)), (1, 4, 4)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(COMPILED_MODELS))
+def test_every_model_loss_traces_into_one_graph(name):
+    # fit(compile=True) compiles the whole loss: a graph break (a host read such as ActNorm's flag,
+    # a data-dependent branch) splits it and recompiles shared frames per layer shape.
     import torch._dynamo
 
     from flowforge.settings import validation
 
+    build, shape = COMPILED_MODELS[name]
+    torch.manual_seed(0)
+    flow = build()
+    x = torch.rand(16, *shape)
+    flow.log_prob(x)  # data-dependent initialisations, eagerly (as fit's first step)
+    with validation(False):  # as fit(compile=True) runs its compiled steps
+        explained = torch._dynamo.explain(lambda v: -flow.log_prob(v).mean())(x)
+    torch._dynamo.reset()
+    assert explained.graph_break_count == 0, [b.reason for b in explained.break_reasons]
+
+
+def test_a_loaded_actnorm_keeps_its_statistics(tmp_path):
     torch.manual_seed(0)
     flow = models.Glow((1, 4, 4), levels=1, steps=2, hidden=(8,))
-    x = torch.rand(16, 1, 4, 4)
-    flow.log_prob(x)  # the data-dependent initialisation, eagerly
-    with validation(False):  # as fit(compile=True) runs its compiled steps
-        explained = torch._dynamo.explain(lambda v: flow.log_prob(v))(x)
-    assert explained.graph_break_count == 0, [b.reason for b in explained.break_reasons]
-    # A loaded model is initialized: its first batch must not overwrite the loaded statistics.
+    flow.log_prob(torch.rand(16, 1, 4, 4))
     ff.save(flow, tmp_path / "glow")
     loaded = ff.load(tmp_path / "glow")
     loaded.train()
     before = {k: v.clone() for k, v in loaded.state_dict().items()}
-    loaded.log_prob(torch.rand(16, 1, 4, 4) * 5)
+    loaded.log_prob(torch.rand(16, 1, 4, 4) * 5)  # would re-initialize an uninitialized ActNorm
     assert all(torch.equal(before[k], v) for k, v in loaded.state_dict().items())
