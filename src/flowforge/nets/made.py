@@ -51,11 +51,6 @@ def _input_degrees(features: int, ordering: str | Sequence[int], seed: int) -> T
     return torch.argsort(order) + 1
 
 
-def _append(prefix: Tensor, new: Tensor) -> Tensor:
-    """``prefix`` with ``new`` appended along the last dimension (no copy while ``prefix`` is empty)."""
-    return new if prefix.shape[-1] == 0 else torch.cat([prefix, new], dim=-1)
-
-
 class MADE(nn.Module):
     """Masked autoencoder for distribution estimation: ``(..., d) -> (..., d, n_params)``.
 
@@ -82,7 +77,8 @@ class MADE(nn.Module):
     Cost: one pass is that of the dense MLP, ``O(d h + h^2 + h d P)`` per sample, plus one
     elementwise product per weight matrix for the masks. :meth:`solve` computes every hidden
     unit once over its ``passes`` sequential steps: about one pass of arithmetic in all, plus a
-    few small operations per step.
+    few small operations per step; under autograd its memory is that of one pass too (each
+    layer keeps running pre-activation sums instead of re-reading the growing activations).
 
     References:
         Germain, Gregor, Murray, Larochelle. "MADE: Masked Autoencoder for Distribution
@@ -313,11 +309,11 @@ class MADE(nn.Module):
         if ctx is not None:
             ctx = ctx.index_select(-1, self.level_rows if hidden == 0 else orders[1])
         y = y.expand(*batch, self.features).index_select(-1, self.level_index)
-        # Without autograd (sampling) the activations are written into preallocated buffers; with
-        # it they grow by concatenation, since autograd forbids writing into a tensor it has read.
-        grow = torch.is_grad_enabled()
+        if torch.is_grad_enabled():
+            return self._solve_pending(y, step, ctx, batch, weights, biases)
+        # Without autograd (sampling) the activations are written into preallocated buffers.
         widths = [self.features] + [len(o) for o in orders[1:]]
-        acts = [y.new_empty(*batch, 0 if grow else n) for n in widths]  # solved x, then each layer
+        acts = [y.new_empty(*batch, n) for n in widths]  # solved x, then each layer
         total = y.new_zeros(batch)
         offsets = [0] * (hidden + 1)
         p = self.n_params
@@ -327,30 +323,76 @@ class MADE(nn.Module):
                 if count == 0:
                     continue
                 lo, known = offsets[i + 1], offsets[i]
-                inp = acts[i] if grow else acts[i][..., :known]
-                new = F.linear(inp, weights[i][lo : lo + count, :known], biases[i][lo : lo + count])
+                w, b = weights[i][lo : lo + count, :known], biases[i][lo : lo + count]
+                new = F.linear(acts[i][..., :known], w, b)
                 if i == 0 and ctx is not None:
                     new = new + ctx[..., lo : lo + count]
-                if grow:
-                    acts[i + 1] = _append(acts[i + 1], self.activation(new))
-                else:
-                    acts[i + 1][..., lo : lo + count] = self.activation(new)
+                acts[i + 1][..., lo : lo + count] = self.activation(new)
                 offsets[i + 1] += count
             lo, known = offsets[0], offsets[hidden]
             rows = slice(lo * p, (lo + size) * p)
-            inp = acts[hidden] if grow else acts[hidden][..., :known]
-            out = F.linear(inp, weights[hidden][rows, :known], biases[hidden][rows])
+            out = F.linear(acts[hidden][..., :known], weights[hidden][rows, :known], biases[hidden][rows])
             if hidden == 0 and ctx is not None:
                 out = out + ctx[..., rows]
             # The transformer runs in y's dtype even in mixed precision (a no-op cast otherwise).
             part, aux = step(y[..., lo : lo + size], out.to(y.dtype).unflatten(-1, (size, p)))
-            if grow:
-                acts[0] = _append(acts[0], part)
-            else:
-                acts[0][..., lo : lo + size] = part
+            acts[0][..., lo : lo + size] = part
             offsets[0] += size
             total = total + aux.sum(-1)
         return permute_last(acts[0], self.level_order, self.level_index), total
+
+    def _solve_pending(
+        self,
+        y: Tensor,
+        step: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]],
+        ctx: Tensor | None,
+        batch: torch.Size,
+        weights: list[Tensor],
+        biases: list[Tensor],
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`solve` under autograd, in memory linear in ``d``.
+
+        Appending each level's units to the activations and multiplying the whole prefix would
+        make autograd keep every prefix: memory ``O(levels B (d + h))``, quadratic in ``d``. Here
+        each layer keeps the pre-activations of its units not computed yet, starting from the
+        bias; a new block of units adds its contribution to the layer above at once, so every
+        product reads only the new block (which autograd keeps anyway) and the pending sums are
+        dropped as they shrink. The arithmetic is that of one MADE pass plus one addition per
+        level and layer.
+        """
+        hidden = len(self.layers) - 1
+        p = self.n_params
+        pending = [b.expand(*batch, b.shape[-1]) for b in biases]  # per product, rows not computed yet
+        if ctx is not None:
+            pending[0] = pending[0] + ctx
+        taken = [0] * (hidden + 1)  # rows of each product already computed
+        columns = [0] * (hidden + 1)  # units of each layer's input already contributed
+
+        def contribute(i: int, block: Tensor) -> None:
+            c0 = columns[i]
+            columns[i] += block.shape[-1]
+            if pending[i].shape[-1]:
+                pending[i] = pending[i] + F.linear(block, weights[i][taken[i] :, c0 : columns[i]])
+
+        parts, total, lo = [], y.new_zeros(batch), 0
+        for level, size in enumerate(self._level_sizes):
+            for i in range(hidden):
+                count = self._unit_counts[i][level]
+                if count == 0:
+                    continue
+                h = self.activation(pending[i][..., :count])
+                pending[i], taken[i] = pending[i][..., count:], taken[i] + count
+                contribute(i + 1, h)
+            out = pending[hidden][..., : size * p]
+            pending[hidden], taken[hidden] = pending[hidden][..., size * p :], taken[hidden] + size * p
+            # The transformer runs in y's dtype even in mixed precision (a no-op cast otherwise).
+            part, aux = step(y[..., lo : lo + size], out.to(y.dtype).unflatten(-1, (size, p)))
+            parts.append(part)
+            lo += size
+            total = total + aux.sum(-1)
+            contribute(0, part)
+        x = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
+        return permute_last(x, self.level_order, self.level_index), total
 
     def extra_repr(self) -> str:
         ctx = f", context_features={self.context_features}" if self.context_features is not None else ""

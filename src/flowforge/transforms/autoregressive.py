@@ -73,12 +73,9 @@ class Autoregressive(Transform):
     Cost: with batch ``B``, width ``h`` and ``P`` parameters per feature, the one-pass
     direction is one MADE pass, ``O(B (d h + h^2 + h d P))``. The other has the same arithmetic
     split into ``L`` sequential steps (``L`` = :attr:`~flowforge.nets.MADE.passes`, ``d`` for a
-    full MADE), each a few small operations, plus ``O(L B (d + h))`` for growing the activations.
-    With gradients through that direction (an IAF trained by maximum likelihood, a MAF's
-    samples differentiated) each step's products keep the activations computed so far for
-    backward: ``O(L B (d + h))`` memory, ``L / 2`` times the one-pass direction's activations
-    (quadratic in ``d`` for a full MADE): at ``d = 784``, ``h = 1024``, ``B = 1024`` one IAF density
-    step of 5 layers went past 24 GB.
+    full MADE), each a few small operations, plus one addition of the pending pre-activations per
+    step and layer, ``O(L B h)``. Under autograd (an IAF trained by maximum likelihood) the memory
+    is that of one pass, ``O(B (d + h))`` per layer (see :meth:`~flowforge.nets.MADE.solve`).
 
     References:
         Germain, Gregor, Murray, Larochelle. "MADE". ICML 2015.
@@ -217,8 +214,7 @@ class InverseAutoregressive(Autoregressive):
     affine map (``transformer=``). Suited to variational inference, where samples and their
     densities come from one forward pass.
 
-    Cost: sampling ``O(B (d h + h^2 + h d P))``; density the same in ``d`` sequential steps,
-    with memory quadratic in ``d`` under autograd (see :class:`Autoregressive`).
+    Cost: sampling ``O(B (d h + h^2 + h d P))``; density the same in ``d`` sequential steps.
     Other keyword options as in :class:`Autoregressive`.
 
     References:
