@@ -71,7 +71,7 @@ def test_fit_writes_a_complete_run_folder(fitted):
     assert ff.load(fitted).event_shape == (2,)
 
 
-def test_fit_compile_reaches_fit_and_the_metrics(tmp_path, capsys, monkeypatch):
+def test_compile_reaches_fit_vi_and_the_metrics(tmp_path, capsys, monkeypatch):
     # Compiling itself is tested in test_train.py; here a compiler that fails shows the switch arriving.
     def broken_compile(fn, **options):
         def compiled(*args, **kwargs):
@@ -80,11 +80,16 @@ def test_fit_compile_reaches_fit_and_the_metrics(tmp_path, capsys, monkeypatch):
         return compiled
 
     monkeypatch.setattr(torch, "compile", broken_compile)
-    args = ["fit", "--steps", "4", "--n", "400", "--out", tmp_path, "--no-progress", "--no-plots"]
+    args = ["fit", "--steps", "4", "--n", "400", "--out", tmp_path / "fit", "--no-progress", "--no-plots"]
     with pytest.warns(RuntimeWarning, match="compiler unavailable"):
         code, _, _ = run(capsys, *args, "--compile")
     assert code == 0
-    assert json.loads((tmp_path / "metrics.json").read_text())["compiled"] is False
+    assert json.loads((tmp_path / "fit" / "metrics.json").read_text())["compiled"] is False
+    args = ["vi", "--target", "banana", "--steps", "4", "--samples", "16", "--out", tmp_path / "vi"]
+    with pytest.warns(RuntimeWarning, match="compiler unavailable"):
+        code, _, _ = run(capsys, *args, "--no-progress", "--no-plots", "--compile")
+    assert code == 0
+    assert json.loads((tmp_path / "vi" / "metrics.json").read_text())["compiled"] is False
 
 
 def test_resume_of_a_finished_run_gives_the_same_model(fitted, capsys):

@@ -88,6 +88,13 @@ Steps = Annotated[int, typer.Option(min=1, help="Optimisation steps.")]
 Resume = Annotated[bool, typer.Option(help="Continue from the run folder's checkpoint.")]
 CheckpointEvery = Annotated[int, typer.Option(min=1, help="Steps between checkpoints.")]
 Plots = Annotated[bool, typer.Option("--plots/--no-plots", help="Write the report's figures.")]
+Compile = Annotated[
+    bool,
+    typer.Option(
+        help="Train through torch.compile (CUDA graphs on a GPU); the first compiled step takes seconds "
+        "to minutes, a compiler failure falls back to eager with a warning."
+    ),
+]
 
 
 def _start_run(out: Path) -> int:

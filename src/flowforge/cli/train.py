@@ -9,6 +9,7 @@ import typer
 
 from ._app import (
     CheckpointEvery,
+    Compile,
     Device,
     Model,
     ModelArgs,
@@ -62,13 +63,7 @@ def fit(
         bool,
         typer.Option(help="Read a .npy file memory-mapped, minibatch by minibatch (always for a directory)."),
     ] = False,
-    compile: Annotated[
-        bool,
-        typer.Option(
-            help="Train through torch.compile (CUDA graphs on a GPU); the first compiled step takes seconds "
-            "to minutes, a compiler failure falls back to eager with a warning."
-        ),
-    ] = False,
+    compile: Compile = False,
 ) -> None:
     """Fit a flow by maximum likelihood; write the model, metrics.json, figures and report.md/.html.
 
@@ -129,6 +124,7 @@ def vi(
     restarts: Annotated[
         int, typer.Option(min=1, help="Independent fits from different seeds, cross-checked; best kept.")
     ] = 1,
+    compile: Compile = False,
 ) -> None:
     """Fit a flow to an unnormalized density by variational inference (reverse KL).
 
@@ -158,6 +154,7 @@ def vi(
         threads=threads,
         restarts=restarts,
         command=_command(),
+        compile=compile,
     )
     if rank:
         return

@@ -1,4 +1,4 @@
-"""``fit(..., compile=True)``: the training loss through ``torch.compile``.
+"""``fit(..., compile=True)`` and ``fit_vi(..., compile=True)``: the training step through ``torch.compile``.
 
 At the sizes of most flows a training step is hundreds of small eager operations, each with a
 fixed dispatch (CPU) or launch (GPU) cost larger than its arithmetic. ``torch.compile`` fuses
@@ -39,8 +39,10 @@ def compiled_loss(loss: Callable[[Tensor, Tensor | None], Tensor], *, device: to
             batches of one size.
 
     Returns:
-        A function with ``loss``'s signature. Its ``state`` attribute is ``"eager"`` before the
-        first compiled call, then ``"compiled"``, or ``"failed"`` after a fallback.
+        A function with ``loss``'s signature and results (``fit_vi(compile=True)`` compiles the
+        flow's generative pass with it, which returns ``(x, ladj)``). Its ``state`` attribute is
+        ``"eager"`` before the first compiled call, then ``"compiled"``, or ``"failed"`` after a
+        fallback.
 
     Cost:
         The first compiled call traces and compiles the step (seconds to minutes, growing with the

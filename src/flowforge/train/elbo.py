@@ -90,6 +90,7 @@ def vi_loss(
     iw: int | None = None,
     beta: float = 1.0,
     zero_density_penalty: float = 10.0,
+    draw: Callable[[tuple[int, ...]], tuple[Tensor, Tensor]] | None = None,
 ) -> tuple[Tensor, dict]:
     """The loss of one VI step and its statistics.
 
@@ -102,13 +103,16 @@ def vi_loss(
     gradient of ``zero_density_penalty * P_q(target undefined)`` (one inverse pass over them),
     which moves q's mass out of the undefined region.
 
+    ``draw(shape)``, if given, replaces ``flow.rsample_and_log_prob`` (``fit_vi(compile=True)``
+    passes the flow's generative pass compiled).
+
     Returns:
         ``(loss, stats)`` with ``stats``: ``elbo`` and ``elbo_se`` (plain ELBO with beta = 1 and its
         Monte Carlo standard error, over the finite samples), ``nonfinite`` (count), ``iw_bound``
         (with ``iw``).
     """
     shape = (samples,) if iw is None else (samples, iw)
-    x, log_q = flow.rsample_and_log_prob(shape)
+    x, log_q = (draw or flow.rsample_and_log_prob)(shape)
     event_dim = len(flow.event_shape)
     log_p = call_target(log_density, x, event_dim)
     ok = torch.isfinite(log_p.detach())

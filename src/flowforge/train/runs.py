@@ -299,6 +299,7 @@ def vi_run(
     threads: int | None = None,
     restarts: int = 1,
     command: str | None = None,
+    compile: bool = False,
 ) -> dict:
     """Fit a model to a target density by reverse KL and write a complete run folder.
 
@@ -331,6 +332,7 @@ def vi_run(
             checkpoint_every=checkpoint_every,
             resume=resume,
             restarts=restarts,
+            compile=compile,
         )
     s = history.summary
     elbo = s["final_elbo"]
@@ -345,6 +347,7 @@ def vi_run(
         "seconds": s["seconds"],
         "steps_per_second": s["steps_per_second"],
         "rollbacks": s["rollbacks"],
+        "compiled": s.get("compiled", False),
         "final_elbo": elbo,
         "final_elbo_se": s["final_elbo_se"],
         "final_iw_bound": history["iw_bound"][-1] if iw else None,

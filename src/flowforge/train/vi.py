@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ..flow import Flow
+from .compiled import compiled_loss
 from .distributed import reduce_vi_stats, replicate, resolve_device, setup
 from .elbo import _name, vi_loss
 from .engine import Run
@@ -96,9 +96,12 @@ def fit_vi(
         zero_density_penalty: weight (nats per unit of probability mass) of the push away from
             samples where the target is NaN or -inf; 0 to only exclude them.
         clip: maximum gradient norm, or ``None``.
-        progress, checkpoint_dir, checkpoint_every, resume, seed, device, dtype, max_rollbacks,
-            compile: not implemented for VI (a warning says so; the run is eager): the loss
-                drops non-finite target values per draw and calls arbitrary user densities.
+        progress, checkpoint_dir, checkpoint_every, resume, seed, device, dtype, max_rollbacks:
+            as in :func:`~flowforge.fit`.
+        compile: run the flow's generative pass through ``torch.compile`` (as in
+            :func:`~flowforge.fit`: first step eager, fallback to eager on a compiler failure,
+            ``history.summary["compiled"]``). The base draws, the target and the ELBO's handling
+            of non-finite target values stay eager: they are the user's code and data-dependent.
         restarts: ``R > 1`` runs ``R`` fits from seeds ``seed, seed + 1, ...`` (restart ``r``
             starts from a fresh initialisation and checkpoints in ``checkpoint_dir/restart-r``),
             cross-evaluates them (:func:`~flowforge.diagnostics.restart_agreement`), warns when
@@ -158,10 +161,6 @@ def fit_vi(
         )
     if not zero_density_penalty >= 0:
         raise ValueError(f"zero_density_penalty must be >= 0; got {zero_density_penalty}")
-    if compile:
-        # The ELBO drops non-finite target values per draw (data-dependent shapes) and calls
-        # arbitrary user densities: no single graph to compile.
-        warnings.warn("compile=True is implemented for fit only; fit_vi runs eagerly", stacklevel=2)
     if samples < 1 or (iw is not None and iw < 1):
         raise ValueError(f"samples and iw must be positive; got samples={samples}, iw={iw}")
     if anneal is not None:
@@ -220,6 +219,17 @@ def fit_vi(
         return history
 
     call, local = replicate(flow, world), samples // world.size
+    draw, forward = None, None
+    if compile:
+        if world.active:
+            raise ValueError("compile=True is not supported in distributed runs yet; drop it under torchrun")
+        forward = compiled_loss(lambda z, c: flow.transform(z, c), device=device)
+
+        def draw(shape: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+            z, log_pz = flow.base.rsample_and_log_prob(shape)  # an unconditional flow: no context
+            x, ladj = forward(z, None)
+            return x, log_pz - ladj
+
     with run.running("vi") as bar:
         while run.step < steps:
             beta = _beta(anneal, run.step)
@@ -233,6 +243,7 @@ def fit_vi(
                     iw=iw,
                     beta=beta,
                     zero_density_penalty=zero_density_penalty,
+                    draw=draw,
                 )
                 stats.update(reduce_vi_stats(world, s, local * (iw or 1)))
                 return loss
@@ -277,6 +288,8 @@ def fit_vi(
             nonfinite,
             per_step * len(history),
         )
+    if forward is not None:
+        history.summary["compiled"] = forward.state == "compiled"
     run.finish()
     flow.eval()
     return history
