@@ -31,11 +31,13 @@ def main() -> None:
             for steps in (50, 100, 600):
                 torch.manual_seed(0)
                 start = time.process_time()
-                h = ff.fit_vi(build(), banana, steps=steps, samples=256, progress=False, compile=compile, seed=0)
+                options = dict(samples=256, progress=False, compile=compile, seed=0)
+                h = ff.fit_vi(build(), banana, steps=steps, **options)
                 seconds[steps] = time.process_time() - start
             ms = (seconds[600] - seconds[100]) / 500 * 1e3
             label = "compiled" if compile else "eager"
-            print(f"{name:8s} {label:8s} {ms:6.2f} ms/step  final ELBO {h.summary['final_elbo']:.4f}", flush=True)
+            elbo = h.summary["final_elbo"]
+            print(f"{name:8s} {label:8s} {ms:6.2f} ms/step  final ELBO {elbo:.4f}", flush=True)
 
 
 if __name__ == "__main__":
