@@ -85,7 +85,7 @@ class Raw(nn.Module):
 
 
 OPTIMIZER = "default"  # set from --optimizer
-COMPILED = "-compiled"  # flowforge's model through fit(compile=True)'s compiled loss (--compile)
+COMPILED = "-compiled"  # suffix of the rows whose loss runs through torch.compile (--compile)
 
 
 class Entry:

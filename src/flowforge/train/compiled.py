@@ -17,10 +17,20 @@ import torch
 from torch import Tensor
 
 from ..settings import validation
+from .distributed import World
 
-__all__ = ["compiled_loss"]
+__all__ = ["check_compile", "compiled_loss"]
 
 log = logging.getLogger("flowforge.train")
+
+
+def check_compile(compile: bool, world: World) -> None:
+    """Refuse ``compile=True`` in a distributed run (DDP under dynamo is not supported here yet).
+
+    Called right after the process group is set up, before any data or checkpoint work.
+    """
+    if compile and world.active:
+        raise ValueError("compile=True is not supported in distributed runs yet; drop it under torchrun")
 
 
 def compiled_loss(loss: Callable[[Tensor, Tensor | None], Tensor], *, device: torch.device) -> _CompiledLoss:

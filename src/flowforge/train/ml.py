@@ -22,7 +22,7 @@ from ..flow import Flow
 from ..nets.precision import PRECISIONS, conditioner_precision
 from ..transforms.base import Compose
 from ..transforms.standardize import Standardize
-from .compiled import compiled_loss
+from .compiled import check_compile, compiled_loss
 from .data import EpochSampler, as_data, digest, split
 from .distributed import World, replicate, resolve_device, setup
 from .engine import Run, _clone
@@ -261,8 +261,7 @@ def fit(
 
     device = resolve_device(device)
     world = setup(device)
-    if compile and world.active:
-        raise ValueError("compile=True is not supported in distributed runs yet; drop it under torchrun")
+    check_compile(compile, world)
     if seed is not None:
         torch.manual_seed(seed)
     base_seed = int(seed) if seed is not None else int(torch.randint(0, 2**62, ()).item())
