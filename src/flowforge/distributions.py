@@ -82,7 +82,8 @@ class StandardNormal(BaseDistribution):
 
     def log_prob(self, z: Tensor) -> Tensor:
         self._check(z)
-        return self._sum_event(-0.5 * z * z) - 0.5 * math.log(2 * math.pi) * math.prod(self.event_shape)
+        # square() keeps only z for backward; -0.5 * z * z kept z and -0.5 z (one batch-sized tensor more).
+        return -0.5 * self._sum_event(z.square()) - 0.5 * math.log(2 * math.pi) * math.prod(self.event_shape)
 
     def rsample(self, shape: int | Sequence[int] = ()) -> Tensor:
         a = self._anchor
@@ -120,7 +121,7 @@ class DiagNormal(BaseDistribution):
     def log_prob(self, z: Tensor) -> Tensor:
         self._check(z)
         u = (z - self.loc) * torch.exp(-self.log_scale)
-        return self._sum_event(-0.5 * u * u - self.log_scale - 0.5 * math.log(2 * math.pi))
+        return self._sum_event(-0.5 * u.square() - self.log_scale - 0.5 * math.log(2 * math.pi))
 
     def rsample(self, shape: int | Sequence[int] = ()) -> Tensor:
         eps = torch.randn(*_size(shape), *self.event_shape, dtype=self.loc.dtype, device=self.loc.device)
