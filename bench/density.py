@@ -52,6 +52,8 @@ DATASETS = (*TOY2D, "digits")
 IMAGE_MODELS = ("Glow",)
 # On 2-D points a coupling NSF is the autoregressive one with a fixed order: run it on digits only.
 DEFAULT_2D = ("MAF", "RealNVP", "NSF-AR")  # models of (C, H, W) images; the others see flat vectors
+# A peer with more than this many times flowforge's parameters is not the same architecture.
+SAME_SIZE = 1.1
 # The shared architecture: conditioners with two hidden layers of 64 everywhere.
 HIDDEN = 64
 ARCH = {
@@ -497,6 +499,16 @@ def verdicts(results: list[dict]) -> list[str]:
         seeds = f" (best on {wins} of {len(paired)} seeds)" if len(paired) > 1 else ""
         head = f"{dataset:13s} {model:8s} flowforge - best peer ({best_name})"
         out.append(f"{head} = {delta:+.4f} {unit}: {verdict}{seeds}")
+        # A best peer with many more parameters is not the same architecture (normflows' residual
+        # conditioners): say how flowforge stands against the peers of its own size as well.
+        size = {r["library"]: r["params"] for r in sel}
+        same = {k: v for k, v in peers.items() if size[k] <= SAME_SIZE * size.get("flowforge", math.inf)}
+        if same and best_name not in same:
+            name, value = min(((k, statistics.fmean(v)) for k, v in same.items()), key=lambda kv: kv[1])
+            delta = statistics.fmean(ours) - value
+            verdict = "at least as good" if delta <= 0 else "worse"
+            head = f"{'':22s} flowforge - best peer of its size ({name})"
+            out.append(f"{head} = {delta:+.4f} {unit}: {verdict}")
     return out
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -98,13 +100,16 @@ def _saved_batch_tensors(fn, x: torch.Tensor) -> int:
     return len(storages)
 
 
-@pytest.mark.parametrize("bound", [3.0, (1.0, 3.0)])
-def test_bounded_log_scale_keeps_one_tensor_and_the_tanh_gradient(bound):
-    # Autograd's own graph of b * tanh(raw / b) keeps the per-element bound too: one batch-sized
-    # tensor per layer more than needed (RealNVP's peak memory at 784:1024:1024, issue 9).
+@pytest.mark.parametrize("bound", [3.0, (1.0, 3.0), (3.0, 1.0)])
+@pytest.mark.parametrize("rows", [8, 8192])
+def test_bounded_log_scale_matches_tanh_on_every_path(bound, rows):
+    # Large batches go through a custom autograd function keeping one tensor for backward, where
+    # autograd's own graph of b * tanh(raw / b) keeps the per-element bound too (RealNVP's peak
+    # memory at 784:1024:1024, issue 9); small ones through the plain ops.
     tr = T.transformers.AffineTransformer(scale_bound=bound)
-    raw = (torch.randn(64, 8, dtype=torch.double) * 3).requires_grad_()
-    assert _saved_batch_tensors(tr.log_scale, raw) == 1
+    raw = (torch.randn(rows, 8, dtype=torch.double) * 3).requires_grad_()
+    if rows * 8 >= 1 << 15:
+        assert _saved_batch_tensors(tr.log_scale, raw) == 1
     lower, upper = (bound, bound) if isinstance(bound, float) else bound
     b = torch.where(raw > 0, upper, lower).double()
     ref = b * torch.tanh(raw / b)
@@ -115,8 +120,11 @@ def test_bounded_log_scale_keeps_one_tensor_and_the_tanh_gradient(bound):
     assert torch.allclose(g, g_ref, atol=1e-12)
     with torch.no_grad():
         assert torch.equal(tr.log_scale(raw), s)  # the sampling path computes the same numbers
+    edges = torch.tensor([math.inf, -math.inf, 0.0], dtype=torch.double).repeat(rows * 8 // 3 + 1)
+    assert torch.equal(tr.log_scale(edges)[:3], torch.tensor([upper, -lower, 0.0], dtype=torch.double))
     # The backward is differentiable again (Hessians through an affine layer stay right).
-    assert torch.autograd.gradgradcheck(lambda v: tr.log_scale(v) ** 2, (raw[:4].detach().requires_grad_(),))
+    few = raw[:1, :4].detach().requires_grad_()
+    assert torch.autograd.gradgradcheck(lambda v: (tr.log_scale(v.repeat(rows * 2, 1)) ** 3).sum(), (few,))
 
 
 def test_standard_normal_log_prob_keeps_only_its_input():
