@@ -131,6 +131,32 @@ def test_a_compiler_failure_falls_back_to_eager_with_a_warning(monkeypatch):
     assert runs[True][0]["loss"] == runs[False][0]["loss"]
 
 
+def test_every_compiled_loss_keeps_its_own_graphs_past_torchs_recompile_limit(monkeypatch):
+    # Dynamo caches graphs per code object, at most 8; fit builds every loss from one closure, so
+    # from the ninth architecture in a process torch ran the loss eagerly while fit said compiled.
+    from torch._dynamo.utils import counters
+
+    from flowforge.train.compiled import compiled_loss
+
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **_: real(fn, backend="eager", dynamic=False))
+    torch._dynamo.reset()
+    counters.clear()
+
+    def loss_of(flow):
+        return lambda x, context: -flow.log_prob(x).mean()
+
+    x = torch.randn(16, 2)
+    for i in range(10):
+        flow = models.MAF(2, transforms=1, hidden=(4 + i,))
+        step = compiled_loss(loss_of(flow), device=torch.device("cpu"))
+        for _ in range(2):  # the first call is eager, the second compiles
+            step(x, None)
+        assert step.state == "compiled"
+    assert counters["stats"]["unique_graphs"] == 10
+    torch._dynamo.reset()
+
+
 @pytest.mark.skipif(
     not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
     reason="torch.compile's CPU backend needs a C++ compiler",
