@@ -14,6 +14,7 @@ last layer starts at zero makes a layer start as the identity.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -122,9 +123,14 @@ class AffineTransformer(Transformer):
         if self._bounds is None:
             return raw
         lower, upper = self._bounds
-        if raw.numel() < _FUSED_MIN or torch.compiler.is_compiling():
+        if torch.compiler.is_compiling():
+            # Inductor fuses these ops and keeps for backward what it chooses; its CPU code vectorizes
+            # exp (hence sigmoid) but not tanh (a compiled RealNVP step at 64:64:512: 10.5 -> 7.3 ms).
+            t = 2.0 * torch.sigmoid(_pick_first(lower, upper)(raw * (2.0 / upper), raw * (2.0 / lower))) - 1.0
+            return _pick_second(lower, upper)(t * upper, t * lower)
+        if raw.numel() < _FUSED_MIN:
             # Small batches: each op's fixed cost dominates, and autograd's own graph of these few
-            # ops beats a custom function's Python backward. Inductor fuses them anyway.
+            # ops beats a custom function's Python backward.
             if lower == upper:
                 return upper * torch.tanh(raw / upper)
             bound = _by_sign(raw > 0, upper, lower, raw)
@@ -168,9 +174,18 @@ def _soft_bound(raw: Tensor, lower: float, upper: float) -> tuple[Tensor, Tensor
     # a matrix product): of raw / upper and raw / lower, the one to take is the smaller when
     # upper > lower (for either sign of raw), and the larger otherwise; alike for t * b. Unlike a
     # sum of rectified parts, this keeps raw = +-inf finite (s = upper or -lower).
-    first, second = (torch.minimum, torch.maximum) if upper > lower else (torch.maximum, torch.minimum)
-    t = first(raw * (2.0 / upper), raw * (2.0 / lower)).sigmoid_().mul_(2.0).sub_(1.0)
-    return second(t * upper, t * lower), t
+    t = _pick_first(lower, upper)(raw * (2.0 / upper), raw * (2.0 / lower)).sigmoid_().mul_(2.0).sub_(1.0)
+    return _pick_second(lower, upper)(t * upper, t * lower), t
+
+
+def _pick_first(lower: float, upper: float) -> Callable[[Tensor, Tensor], Tensor]:
+    """Of ``raw * 2 / upper`` and ``raw * 2 / lower``, the one for ``raw``'s sign (see _soft_bound)."""
+    return torch.minimum if upper >= lower else torch.maximum
+
+
+def _pick_second(lower: float, upper: float) -> Callable[[Tensor, Tensor], Tensor]:
+    """Of ``t * upper`` and ``t * lower``, the one for ``t``'s sign (see _soft_bound)."""
+    return torch.maximum if upper >= lower else torch.minimum
 
 
 def _by_sign(positive: Tensor, a: float, b: float, like: Tensor) -> Tensor:
