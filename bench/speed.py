@@ -32,13 +32,11 @@ import re
 import subprocess
 import sys
 import time
-import types
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speed_models import LIBRARIES, MODELS, Unavailable, build, raw_stack
@@ -91,21 +89,6 @@ OPTIMIZER = "default"  # set from --optimizer
 COMPILED = "-compiled"  # suffix of the rows whose loss runs through torch.compile (--compile)
 
 
-def _own_code(fn: Callable[[], Tensor]) -> Callable[[], Tensor]:
-    """``fn`` behind a wrapper with a code object of its own.
-
-    Dynamo caches compiled graphs per code object with a limit of 8 recompilations, and every
-    entry's loss is the same lambda: without this, entries after the eighth ran eagerly (a torch
-    warning) while their rows said compiled (the compiled peer rows before 2026-12-03 evening).
-    """
-
-    def call() -> Tensor:
-        return fn()
-
-    code = call.__code__.replace()  # a new code object, hence a cache of its own
-    return types.FunctionType(code, call.__globals__, call.__name__, None, call.__closure__)
-
-
 class Entry:
     """One timed thing (a library's model, or the raw networks) with its optimizer and batch."""
 
@@ -140,13 +123,15 @@ class Entry:
         call with validation, then compiled without), the others' and the raw networks' directly."""
         eager, self.sample = self.loss, None  # sampling stays eager: see the library's own row
         mode = "reduce-overhead" if device.type == "cuda" else None
-        if base == "flowforge":
-            from flowforge.train.compiled import compiled_loss
+        from flowforge.train.compiled import compiled_loss, own_code
 
+        if base == "flowforge":
             step = compiled_loss(lambda x, c: eager(), device=device)
             self.loss = lambda: step(None, None)
         else:
-            self.loss = torch.compile(_own_code(eager), mode=mode, dynamic=False)
+            # Every entry's loss is the same lambda: without a code object of its own, entries after
+            # dynamo's eighth ran eagerly (the compiled peer rows before 2026-12-03 evening).
+            self.loss = torch.compile(own_code(eager), mode=mode, dynamic=False)
         start = time.perf_counter()
         try:
             for _ in range(2):  # flowforge's first call is eager, the second compiles

@@ -69,17 +69,17 @@ def compiled_loss(loss: Callable[[Tensor, Tensor | None], Tensor], *, device: to
     return _CompiledLoss(loss, device)
 
 
-def own_code(fn: Callable[[Tensor, Tensor | None], Any]) -> Callable[[Tensor, Tensor | None], Any]:
+def own_code(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn`` behind a wrapper whose code object is its own.
 
     Dynamo keeps compiled graphs, and its limit of 8 recompilations, per code object, and every
     ``fit`` builds its loss from the same closure: without this, the ninth architecture trained
     with ``compile=True`` in one process would run eagerly behind a torch warning while
-    ``fit`` reported it compiled.
+    ``fit`` reported it compiled. (``bench/speed.py`` wraps the peers' losses with it too.)
     """
 
-    def call(x: Tensor, context: Tensor | None) -> Any:
-        return fn(x, context)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
 
     code = call.__code__.replace()  # a new code object, hence a cache of its own
     return types.FunctionType(code, call.__globals__, call.__name__, call.__defaults__, call.__closure__)
