@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from ..errors import ShapeError
 from ..transforms._permute import permute_last
-from .mlp import _ACTIVATIONS, _after_linear
+from .mlp import _ACTIVATIONS
 from .precision import conditioner_autocast
 
 __all__ = ["MADE", "ORDERINGS"]
@@ -146,7 +146,6 @@ class MADE(nn.Module):
         if self.context_features is not None:
             self.context = nn.Linear(self.context_features, sizes[1], bias=False)
         self.activation = _ACTIVATIONS[activation]()
-        self.fresh_activation = _after_linear(activation)  # in place where a linear output is fresh
         if zero_last:
             nn.init.zeros_(self.layers[-1].weight)
             nn.init.zeros_(self.layers[-1].bias)
@@ -245,7 +244,7 @@ class MADE(nn.Module):
             if i == 0 and ctx is not None:
                 h = h + ctx
             if i < last:
-                h = self.fresh_activation(h)
+                h = self.activation(h)
         return h.unflatten(-1, (-1, self.n_params))
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
@@ -328,11 +327,7 @@ class MADE(nn.Module):
                 new = F.linear(acts[i][..., :known], w, b)
                 if i == 0 and ctx is not None:
                     new = new + ctx[..., lo : lo + count]
-                new = self.fresh_activation(new)
-                if count == widths[i + 1]:  # one level computes the whole layer (all of 2-D): no copy
-                    acts[i + 1] = new
-                else:
-                    acts[i + 1][..., lo : lo + count] = new
+                acts[i + 1][..., lo : lo + count] = self.activation(new)
                 offsets[i + 1] += count
             lo, known = offsets[0], offsets[hidden]
             rows = slice(lo * p, (lo + size) * p)

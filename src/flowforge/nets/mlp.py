@@ -12,18 +12,6 @@ __all__ = ["MLP"]
 _ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
 
 
-def _after_linear(name: str) -> nn.Module:
-    """The activation ``name`` for the output of a linear layer that nothing else reads.
-
-    ReLU and ELU then work in place: their backward needs only their result, and a fresh output
-    of the batch's size costs an allocation whose first touch (page faults, for large batches)
-    took as long as the ReLU itself on a CPU (issue 9). The others need their input back.
-    """
-    if name in ("relu", "elu"):
-        return _ACTIVATIONS[name](inplace=True)
-    return _ACTIVATIONS[name]()
-
-
 class MLP(nn.Sequential):
     """``in_features -> hidden... -> out_features`` with an activation between layers.
 
@@ -57,7 +45,7 @@ class MLP(nn.Sequential):
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(itertools.pairwise(sizes)):
             if i > 0:
-                layers.append(_after_linear(activation))
+                layers.append(_ACTIVATIONS[activation]())
             layers.append(nn.Linear(a, b))
         super().__init__(*layers)
         if zero_last:
