@@ -198,7 +198,8 @@ def time_group(entries: list[Entry], args: argparse.Namespace, device: torch.dev
     if n > small:
         for _ in range(args.rounds):
             for e in samplers:
-                sbest[e.library] = min(sbest[e.library], e.time_sample(n, device))
+                for _ in range(args.sample_calls):
+                    sbest[e.library] = min(sbest[e.library], e.time_sample(n, device))
     for e in samplers:
         out[e.library].update(samples_per_s=n / sbest[e.library], samples_timed=n)
     return out
@@ -408,6 +409,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--sample-n", type=int, default=None, help="samples per call at most (default: max(batch, 10000))"
     )
     p.add_argument("--sample-seconds", type=float, default=1.0, help="the slowest sampler's time per call")
+    p.add_argument(
+        "--sample-calls",
+        type=int,
+        default=5,
+        help="sampling calls per library and round (the best is kept: on a CPU the first touch of fresh "
+        "allocations moved one call's time by 2-3x)",
+    )
     p.add_argument("--no-memory", dest="memory", action="store_false", help="skip peak memory")
     p.add_argument(
         "--skip-train",
@@ -426,9 +434,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precision-steps", type=int, default=500)
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.rounds < 1 or args.sample_calls < 1:
+        p.error(f"--rounds and --sample-calls must be at least 1; got {args.rounds} and {args.sample_calls}")
     if args.quick:
         args.configs = args.configs or "2:64:512"
-        args.rounds, args.round_seconds, args.sample_seconds = 2, 0.2, 0.3
+        args.rounds, args.round_seconds, args.sample_seconds, args.sample_calls = 2, 0.2, 0.3, 2
     if args.configs is None:
         args.configs = CPU_CONFIGS if args.device == "cpu" else GPU_CONFIGS
     return args
