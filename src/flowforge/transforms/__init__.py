@@ -4,11 +4,13 @@ Direction: ``forward`` is generative (base -> data), ``inverse`` is normalizing
 (data -> base); both return ``(output, ladj)``. See :mod:`flowforge.transforms.base`.
 """
 
+from . import actnorm as _actnorm
 from . import autoregressive as _autoregressive
 from . import base as _base
 from . import conv as _conv
 from . import coupling as _coupling
 from . import elementwise as _elementwise
+from . import householder as _householder
 from . import linear as _linear
 from . import linear_coupling as _linear_coupling
 from . import multiscale as _multiscale
@@ -18,11 +20,13 @@ from . import radial as _radial
 from . import residual as _residual
 from . import standardize as _standardize
 from . import sylvester as _sylvester
+from .actnorm import *  # noqa: F403
 from .autoregressive import *  # noqa: F403
 from .base import *  # noqa: F403
 from .conv import *  # noqa: F403
 from .coupling import *  # noqa: F403
 from .elementwise import *  # noqa: F403
+from .householder import *  # noqa: F403
 from .linear import *  # noqa: F403
 from .linear_coupling import *  # noqa: F403
 from .multiscale import *  # noqa: F403
@@ -35,11 +39,13 @@ from .sylvester import *  # noqa: F403
 
 # One line per family module; each module owns its own __all__.
 _FAMILIES = [
+    _actnorm,
     _autoregressive,
     _base,
     _conv,
     _coupling,
     _elementwise,
+    _householder,
     _linear,
     _linear_coupling,
     _multiscale,

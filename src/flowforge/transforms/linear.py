@@ -1,9 +1,10 @@
 """Linear flows ``y = W x + b`` and their cheap special cases (seed 004, "Linear flows").
 
-A general ``W`` costs O(d^3) for the determinant and the inverse; diagonal, orthogonal
-(``Householder``), triangular and LU-factorised (``LULinear``) matrices cost O(d) to
-O(d^2). A linear layer maps Gaussians to Gaussians, so linear layers alone are not
-universal: they mix dimensions between nonlinear layers.
+A general ``W`` costs O(d^3) for the determinant and the inverse; diagonal, triangular and
+LU-factorised (``LULinear``) matrices cost O(d) to O(d^2), as do orthogonal ones
+(:mod:`~flowforge.transforms.householder`). Glow's data-initialised per-channel affine map is
+in :mod:`~flowforge.transforms.actnorm`. A linear layer maps Gaussians to Gaussians, so
+linear layers alone are not universal: they mix dimensions between nonlinear layers.
 """
 
 from __future__ import annotations
@@ -14,17 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ShapeError
 from ._permute import permute_last
 from .base import Transform
 from .parametric import Elementwise
 from .transformers import AffineTransformer
 
 __all__ = [
-    "ActNorm",
     "DenseLinear",
     "Diagonal",
-    "Householder",
     "LULinear",
     "Permutation",
     "TriangularLinear",
@@ -142,87 +140,6 @@ class Diagonal(Elementwise):
         super().__init__(AffineTransformer(scale_bound=None), features, context_features=context_features)
 
 
-class ActNorm(Transform):
-    """Per-channel scale and shift initialised from the first data batch (Glow).
-
-    ``y = x * exp(s) + b`` per channel; log-det ``(prod of spatial sizes) * sum s``. On
-    the first call in the normalizing direction (data -> base, i.e. during maximum
-    likelihood) ``b`` and ``s`` are set so that the outputs have zero mean and unit
-    variance per channel; a first call in the generative direction keeps the identity.
-
-    Args:
-        features: number of channels ``C``.
-        event_dim: 1 for vectors ``(..., C)``, 3 for images ``(..., C, H, W)``.
-
-    References:
-        Kingma & Dhariwal. "Glow: Generative Flow with Invertible 1x1 Convolutions". 2018.
-
-    Cost: O(n) in both directions.
-
-    Example:
-        >>> import torch
-        >>> t = ActNorm(2); z, _ = t.inverse(5 + 3 * torch.randn(1000, 2))
-        >>> bool(z.mean(0).abs().max() < 1e-5)
-        True
-    """
-
-    def __init__(self, features: int, *, event_dim: int = 1) -> None:
-        super().__init__()
-        if event_dim not in (1, 2, 3):
-            raise ValueError(f"event_dim must be 1, 2 or 3; got {event_dim}")
-        self.features = int(features)
-        self.event_dim = event_dim
-        self.log_scale = nn.Parameter(torch.zeros(self.features))
-        self.shift = nn.Parameter(torch.zeros(self.features))
-        self.register_buffer("initialized", torch.tensor(False))
-        # A Python mirror of the buffer, refreshed on loading: reading the buffer every call is a
-        # host sync, and under torch.compile a graph break at every ActNorm of the model.
-        self._ready = False
-        self.register_load_state_dict_post_hook(lambda module, _keys: module._refresh_ready())
-
-    def _view(self, p: Tensor, x: Tensor) -> Tensor:
-        return p.to(x.dtype).view(self.features, *[1] * (self.event_dim - 1))
-
-    def _check(self, x: Tensor, direction: str) -> None:
-        c = x.shape[x.dim() - self.event_dim]
-        if c != self.features:
-            raise ShapeError(
-                f"ActNorm.{direction} expects {self.features} channels at dim -{self.event_dim}; "
-                f"got shape {tuple(x.shape)}"
-            )
-
-    def _ladj(self, x: Tensor) -> Tensor:
-        spatial = int(torch.Size(x.shape[x.dim() - self.event_dim + 1 :]).numel())
-        return (spatial * self.log_scale.sum()).to(x.dtype).expand(x.shape[: x.dim() - self.event_dim])
-
-    def _refresh_ready(self) -> None:
-        self._ready = bool(self.initialized)
-
-    @torch.no_grad()
-    def _initialize(self, y: Tensor) -> None:
-        flat = y.movedim(y.dim() - self.event_dim, -1).reshape(-1, self.features)
-        if flat.shape[0] > 1:
-            self.shift.copy_(flat.mean(0))
-            self.log_scale.copy_(torch.log(flat.std(0).clamp_min(1e-6)))
-        self.initialized.fill_(True)
-        self._ready = True
-
-    def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        self._check(x, "forward")
-        if not self._ready:
-            self.initialized.fill_(True)
-            self._ready = True
-        y = x * torch.exp(self._view(self.log_scale, x)) + self._view(self.shift, x)
-        return y, self._ladj(x)
-
-    def _inverse(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        self._check(y, "inverse")
-        if not self._ready and self.training:
-            self._initialize(y)
-        x = (y - self._view(self.shift, y)) * torch.exp(-self._view(self.log_scale, y))
-        return x, -self._ladj(y)
-
-
 class LUWeight(nn.Module):
     """An invertible matrix ``W = P L (U + diag(d))`` with ``d > 0`` (Glow's LU form).
 
@@ -333,44 +250,6 @@ class TriangularLinear(_VectorLinear):
         w = self.matrix().to(y.dtype)
         x = torch.linalg.solve_triangular(w, flat, upper=not self.is_lower).T.reshape(v.shape)
         return x, -self._const(self.log_diag.sum(), y)
-
-
-class Householder(Transform):
-    """An orthogonal map, the product of ``k`` Householder reflections ``H = I - 2 v v^T / |v|^2``.
-
-    ``y = H_k ... H_1 x``; log-det zero; the inverse applies the reflections in reverse
-    order. Cost O(k d) per sample in both directions. ``k = d`` reflections can express
-    any orthogonal matrix (up to a sign of the determinant when ``k = d - 1``).
-
-    References:
-        Tomczak & Welling. "Improving Variational Auto-Encoders using Householder Flow". 2016.
-
-    Example:
-        >>> import torch
-        >>> t = Householder(5, reflections=3); x = torch.randn(2, 5)
-        >>> bool(torch.allclose(t(x)[0].norm(dim=-1), x.norm(dim=-1), atol=1e-5))
-        True
-    """
-
-    def __init__(self, features: int, *, reflections: int = 2) -> None:
-        super().__init__()
-        if reflections < 1:
-            raise ValueError(f"reflections must be >= 1; got {reflections}")
-        self.event_shape = (int(features),)
-        self.vectors = nn.Parameter(torch.randn(int(reflections), int(features)))
-
-    def _reflect(self, x: Tensor, order) -> Tensor:
-        v = self.vectors.to(x.dtype)
-        for i in order:
-            u = v[i] / v[i].norm()
-            x = x - 2 * (x @ u).unsqueeze(-1) * u
-        return x
-
-    def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        return self._reflect(x, range(len(self.vectors))), x.new_zeros(x.shape[:-1])
-
-    def _inverse(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        return self._reflect(y, reversed(range(len(self.vectors)))), y.new_zeros(y.shape[:-1])
 
 
 class DenseLinear(_VectorLinear):
