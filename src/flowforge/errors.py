@@ -7,7 +7,7 @@ that concern a bad argument also derive from :class:`ValueError` so that generic
 
 from __future__ import annotations
 
-__all__ = ["FlowforgeError", "InversionError", "ShapeError", "SpecError"]
+__all__ = ["FlowforgeError", "InversionError", "ModelFileError", "ShapeError", "SpecError"]
 
 
 class FlowforgeError(Exception):
@@ -20,6 +20,10 @@ class ShapeError(FlowforgeError, ValueError):
 
 class SpecError(FlowforgeError, ValueError):
     """A model specification or configuration is invalid."""
+
+
+class ModelFileError(FlowforgeError, ValueError):
+    """A saved model's files are missing, truncated, tampered with or do not match its config."""
 
 
 class InversionError(FlowforgeError, RuntimeError):

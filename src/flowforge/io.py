@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,7 +34,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ._alloc import AllocationLimitError, allocation_limit
-from .errors import FlowforgeError, SpecError
+from ._safefiles import atomic_write, check_keys, read_weights
+from .errors import ModelFileError, SpecError
 from .flow import Flow
 from .registry import build_flow, check_flow_spec, flow_spec, model_builders, parse_spec_text
 from .transforms.coupling import AFFINE_COUPLING_V1
@@ -54,29 +53,12 @@ _OLD_DEFAULTS: dict[int, dict[str, dict[str, Any]]] = {
 }
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 MAX_CONFIG_BYTES = 16 * 2**20
-MAX_HEADER_BYTES = 100 * 2**20
 _DTYPES = {
     "float32": torch.float32,
     "float64": torch.float64,
     "float16": torch.float16,
     "bfloat16": torch.bfloat16,
 }
-_ST_DTYPES = {
-    "F64": (torch.float64, 8),
-    "F32": (torch.float32, 4),
-    "F16": (torch.float16, 2),
-    "BF16": (torch.bfloat16, 2),
-    "I64": (torch.int64, 8),
-    "I32": (torch.int32, 4),
-    "I16": (torch.int16, 2),
-    "I8": (torch.int8, 1),
-    "U8": (torch.uint8, 1),
-    "BOOL": (torch.bool, 1),
-}
-
-
-class ModelFileError(FlowforgeError, ValueError):
-    """A saved model's files are missing, truncated, tampered with or do not match its config."""
 
 
 class _FlowPart(BaseModel):
@@ -102,19 +84,6 @@ class _Config(BaseModel):
 def _pydantic_message(e: ValidationError, what: str) -> str:
     lines = [f"{'.'.join(map(str, err['loc'])) or '(top level)'}: {err['msg']}" for err in e.errors()[:8]]
     return f"{what} is invalid: " + "; ".join(lines)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save(flow: Flow, path: str | Path, *, metadata: dict[str, Any] | None = None) -> Path:
@@ -176,8 +145,8 @@ def save(flow: Flow, path: str | Path, *, metadata: dict[str, Any] | None = None
         "metadata": metadata or {},
     }
     text = json.dumps(config, indent=1)
-    _atomic_write(path / WEIGHTS_NAME, blob)
-    _atomic_write(path / CONFIG_NAME, text.encode())
+    atomic_write(path / WEIGHTS_NAME, blob)
+    atomic_write(path / CONFIG_NAME, text.encode())
     return path
 
 
@@ -249,55 +218,6 @@ def _with_defaults(node: Any, changes: dict[str, dict[str, Any]]) -> Any:
     return out
 
 
-def _read_weights(path: Path, config: dict) -> tuple[bytes, dict[str, tuple[tuple[int, ...], torch.dtype]]]:
-    if not path.is_file():
-        raise ModelFileError(f"{path} is missing")
-    size = path.stat().st_size
-    if size != config["weights_bytes"]:
-        raise ModelFileError(
-            f"{path} has {size} bytes but its config records {config['weights_bytes']}: truncated or replaced"
-        )
-    blob = path.read_bytes()
-    if hashlib.sha256(blob).hexdigest() != config["weights_sha256"]:
-        raise ModelFileError(f"{path} does not match the checksum in its config: corrupted or tampered with")
-    n = int.from_bytes(blob[:8], "little")
-    if not 2 <= n <= min(MAX_HEADER_BYTES, size - 8):
-        raise ModelFileError(f"{path}: safetensors header length {n} is out of bounds for a {size}-byte file")
-    try:
-        header = json.loads(blob[8 : 8 + n])
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise ModelFileError(f"{path}: unreadable safetensors header ({e})") from e
-    body = size - 8 - n
-    for key, entry in header.items() if isinstance(header, dict) else ():
-        if key == "__metadata__":
-            continue
-        ok = isinstance(entry, dict) and entry.get("dtype") in _ST_DTYPES
-        shape, offsets = (entry.get("shape"), entry.get("data_offsets")) if ok else (None, None)
-        ok = ok and isinstance(shape, list) and all(isinstance(s, int) and s >= 0 for s in shape)
-        ok = (
-            ok
-            and isinstance(offsets, list)
-            and len(offsets) == 2
-            and all(isinstance(o, int) for o in offsets)
-        )
-        if ok:
-            begin, end = offsets
-            numel = 1
-            for s in shape:
-                numel *= s
-            ok = 0 <= begin <= end <= body and end - begin == numel * _ST_DTYPES[entry["dtype"]][1]
-        if not ok:
-            raise ModelFileError(
-                f"{path}: the header entry for {key!r} is malformed or points outside the file"
-            )
-    if not isinstance(header, dict):
-        raise ModelFileError(f"{path}: the safetensors header is not a JSON object")
-    shapes = {
-        k: (tuple(e["shape"]), _ST_DTYPES[e["dtype"]][0]) for k, e in header.items() if k != "__metadata__"
-    }
-    return blob, shapes
-
-
 def _meta_shapes(spec: dict, dtype: torch.dtype) -> dict | None:
     # Building on the meta device allocates nothing, so a config that asks for a huge model is
     # caught by comparing with the (checksummed, size-checked) weights before any allocation.
@@ -308,23 +228,6 @@ def _meta_shapes(spec: dict, dtype: torch.dtype) -> dict | None:
     except Exception:
         return None
     return {k: (tuple(v.shape), v.dtype) for k, v in flow.state_dict().items()}
-
-
-def _compare(expected: dict, found: dict, where: Path) -> None:
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    if missing or unexpected:
-        more_m, more_u = (" ..." if len(missing) > 5 else ""), (" ..." if len(unexpected) > 5 else "")
-        raise ModelFileError(
-            f"{where} does not match the architecture in its config: missing keys {missing[:5]}{more_m}, "
-            f"unexpected keys {unexpected[:5]}{more_u}"
-        )
-    for key, (shape, dtype) in expected.items():
-        if found[key] != (shape, dtype):
-            raise ModelFileError(
-                f"{where}: {key} has shape {found[key][0]} and dtype {found[key][1]}; "
-                f"the model needs {shape} and {dtype}"
-            )
 
 
 def load(
@@ -343,11 +246,11 @@ def load(
     config = read_config(path)
     folder = Path(config["path"])
     where = folder / WEIGHTS_NAME
-    blob, found = _read_weights(where, config)
+    blob, found = read_weights(where, config["weights_bytes"], config["weights_sha256"])
     saved_dtype = _DTYPES[config["dtype"]]
     meta = _meta_shapes(config["flow"], saved_dtype)
     if meta is not None:
-        _compare(meta, found, where)
+        check_keys(meta, found, where)
     # Layers that cannot be built on the meta device are built for real: under a cap scaled to
     # the (size-checked) weights, so that a crafted config cannot allocate without bound.
     budget = 16 * config["weights_bytes"] + 64 * 2**20
@@ -359,7 +262,7 @@ def load(
             f"{folder / CONFIG_NAME}: building its architecture would allocate far more than its "
             f"{config['weights_bytes']}-byte weights ({e}); refused"
         ) from None
-    _compare({k: (tuple(v.shape), v.dtype) for k, v in flow.state_dict().items()}, found, where)
+    check_keys({k: (tuple(v.shape), v.dtype) for k, v in flow.state_dict().items()}, found, where)
     from safetensors.torch import load as st_load
 
     try:
