@@ -12,6 +12,8 @@ so a checkpoint cannot execute code when it is loaded.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import random
 import tempfile
@@ -20,12 +22,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from ..errors import FlowforgeError
+from ..errors import FlowforgeError, SpecError
 
 __all__ = [
     "CHECKPOINT_NAME",
     "CheckpointError",
+    "architecture_hash",
     "get_rng_state",
     "load_checkpoint",
     "save_checkpoint",
@@ -139,3 +143,18 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def architecture_hash(flow: nn.Module) -> str | None:
+    """A hash of the flow's layer spec (``None`` for flows with unsaveable parts, e.g. custom nets).
+
+    Two flows with the same parameter shapes can be different maps (another activation, mask
+    or affine arrangement); resuming one from the other's checkpoint must be refused.
+    """
+    from ..registry import flow_spec  # imported late: the registry imports every layer
+
+    try:
+        text = json.dumps(flow_spec(flow), sort_keys=True)
+    except (SpecError, AttributeError, TypeError):
+        return None
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
-import json
 import logging
 import math
 import signal
@@ -27,10 +25,18 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import FlowforgeError
-from .checkpoint import CheckpointError, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from .checkpoint import (
+    CheckpointError,
+    architecture_hash,
+    get_rng_state,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
 from .distributed import World
 from .health import explain_nonfinite, rng_snapshot
 from .history import History
+from .progress import Progress
 from .schedule import Schedule
 
 __all__ = ["Run", "TrainingDivergedError"]
@@ -43,22 +49,6 @@ SNAPSHOT_EVERY = 50
 
 class TrainingDivergedError(FlowforgeError, RuntimeError):
     """Training met non-finite losses or gradients more often than ``max_rollbacks`` allows."""
-
-
-def _architecture(flow: nn.Module) -> str | None:
-    """A hash of the flow's layer spec (``None`` for flows with unsaveable parts, e.g. custom nets).
-
-    Two flows with the same parameter shapes can be different maps (another activation, mask
-    or affine arrangement); resuming one from the other's checkpoint must be refused.
-    """
-    from ..errors import SpecError
-    from ..registry import flow_spec
-
-    try:
-        text = json.dumps(flow_spec(flow), sort_keys=True)
-    except (SpecError, AttributeError, TypeError):
-        return None
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _adam(params: list[nn.Parameter], *, lr: float, weight_decay: float) -> torch.optim.Adam:
@@ -81,47 +71,6 @@ def _clone(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return type(obj)(_clone(v) for v in obj)
     return copy.copy(obj)
-
-
-class _Progress:
-    """A rich progress bar showing the step, free-form metrics and steps/s; silent if disabled."""
-
-    def __init__(self, enabled: bool, total: int, start: int, title: str) -> None:
-        self.enabled = enabled
-        self.total, self.start, self.title = total, start, title
-        self._bar = None
-        self._task = None
-        self._t0 = time.perf_counter()
-
-    def __enter__(self) -> _Progress:
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self._bar = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"),
-                TextColumn("{task.fields[rate]}"),
-                TimeRemainingColumn(),
-                transient=False,
-            )
-            self._bar.__enter__()
-            self._task = self._bar.add_task(
-                self.title, total=self.total, completed=self.start, info="", rate=""
-            )
-        return self
-
-    def update(self, step: int, info: str) -> None:
-        if self._bar is None:
-            return
-        done = step - self.start
-        rate = done / max(time.perf_counter() - self._t0, 1e-9)
-        self._bar.update(self._task, completed=step, info=info, rate=f"{rate:.1f} steps/s")
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
 
 
 class Run:
@@ -182,7 +131,7 @@ class Run:
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.checkpoint_every = checkpoint_every
         self.max_rollbacks = int(max_rollbacks)
-        self.fingerprint = {**fingerprint, "architecture": _architecture(flow)}
+        self.fingerprint = {**fingerprint, "architecture": architecture_hash(flow)}
         self.get_extra, self.set_extra = get_extra, set_extra
         self.world = world or World()
         self._stop = False  # the Ctrl-C flag agreed by all ranks (distributed runs)
@@ -399,7 +348,7 @@ class Run:
 
     # -- the loop frame -----------------------------------------------------------------------
     @contextlib.contextmanager
-    def running(self, title: str) -> Iterator[_Progress]:
+    def running(self, title: str) -> Iterator[Progress]:
         """Progress bar, timing and SIGINT handling around the engine's loop."""
         self._t0 = time.perf_counter()
         start = self.step
@@ -413,7 +362,7 @@ class Run:
 
             previous = signal.signal(signal.SIGINT, on_sigint)
         try:
-            with _Progress(self.progress_enabled, self.steps, self.step, title) as bar:
+            with Progress(self.progress_enabled, self.steps, self.step, title) as bar:
                 yield bar
         finally:
             if previous is not None:
