@@ -95,7 +95,7 @@ def _vi_target(run: Path):
         name, dim = recorded.get("target"), recorded.get("dim")
         if not isinstance(name, str):
             return None
-        from ..train.runs import resolve_target
+        from ..train.vi_runs import resolve_target
 
         target = resolve_target(name)
         return target if target.dim == dim else resolve_target(name, dim)

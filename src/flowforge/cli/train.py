@@ -131,7 +131,7 @@ def vi(
     Prints the ELBO, PSIS k-hat, the importance ESS and one verdict line (does the fit cover the
     posterior, miss mass, or disagree across restarts); k-hat above 0.7 is a separate warning.
     """
-    from ..train.runs import vi_run
+    from ..train.vi_runs import vi_run
 
     rank = _start_run(out)
     metrics = vi_run(
