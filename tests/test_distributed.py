@@ -194,6 +194,40 @@ def test_killed_two_process_cli_run_resumes(two_ranks, tmp_path):
     ]
 
 
+
+TEARDOWN = """
+import json, os, sys, torch
+torch.set_num_threads(1)
+import flowforge as ff
+from flowforge import transforms as T
+from flowforge.datasets import generate
+from flowforge.train import distributed
+
+def threads():
+    return sorted(open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task"))
+
+flow = ff.Flow(ff.distributions.StandardNormal((2,)), [T.Diagonal(2)])
+ff.fit(flow, generate("moons", 200, seed=0), steps=3, batch_size=32, progress=False)
+ff.fit_vi(flow, lambda x: -0.5 * (x**2).sum(-1), steps=3, samples=8, progress=False)
+during = threads()
+distributed._destroy()  # what the exit handler of setup() runs
+out = dict(during=during, after=threads())
+json.dump(out, open(os.path.join(sys.argv[1], os.environ["RANK"] + ".json"), "w"))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads thread names from /proc")
+def test_the_exit_handler_stops_the_process_group_threads(tmp_path):
+    # gloo threads alive at interpreter exit abort a process now and then (exit code -6, "terminate
+    # called without an active exception"); a late import of torch.distributed.nn kept them alive.
+    script = tmp_path / "teardown.py"
+    script.write_text(TEARDOWN)
+    wait(launch([str(script), str(tmp_path)]))
+    for rank in range(2):
+        seen = json.loads((tmp_path / f"{rank}.json").read_text())
+        assert any("gloo" in name for name in seen["during"]), seen  # the check can see them
+        assert not any("gloo" in name for name in seen["after"]), seen
+
 # -- memory-mapped data --------------------------------------------------------------------------
 def shards(tmp_path: Path, x: np.ndarray, parts: int) -> Path:
     folder = tmp_path / "shards"
