@@ -16,6 +16,7 @@ runs exactly as in a single process.
 from __future__ import annotations
 
 import atexit
+import importlib
 import inspect
 import logging
 import math
@@ -164,7 +165,7 @@ def setup(device: str | torch.device | None = None) -> World:
     # the group exists, it holds the group forever: destroy_process_group then leaves the gloo
     # threads running into interpreter exit, where they abort the process now and then ("terminate
     # called without an active exception", exit code -6, after a run that finished).
-    import torch.distributed.nn  # noqa: F401
+    importlib.import_module("torch.distributed.nn")
 
     dist.init_process_group(backend=backend)
     atexit.register(_destroy)
