@@ -194,7 +194,6 @@ def test_killed_two_process_cli_run_resumes(two_ranks, tmp_path):
     ]
 
 
-
 TEARDOWN = """
 import json, os, sys, torch
 torch.set_num_threads(1)
@@ -227,6 +226,7 @@ def test_the_exit_handler_stops_the_process_group_threads(tmp_path):
         seen = json.loads((tmp_path / f"{rank}.json").read_text())
         assert any("gloo" in name for name in seen["during"]), seen  # the check can see them
         assert not any("gloo" in name for name in seen["after"]), seen
+
 
 # -- memory-mapped data --------------------------------------------------------------------------
 def shards(tmp_path: Path, x: np.ndarray, parts: int) -> Path:
