@@ -1,8 +1,9 @@
-"""Training data for maximum likelihood: checks, the train/validation split and minibatch sampling."""
+"""Training data for maximum likelihood: checks, the validation split, the standardizer, minibatches."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -12,8 +13,14 @@ from torch import Tensor
 from ..datasets.files import DataError, check_finite
 from ..datasets.memmap import MemmapData
 from ..errors import ShapeError
+from ..flow import Flow
+from ..transforms.base import Compose
+from ..transforms.standardize import Standardize
+from .history import History
 
-__all__ = ["EpochSampler", "as_data", "digest", "split"]
+log = logging.getLogger("flowforge.train")
+
+__all__ = ["EpochSampler", "as_data", "attach_standardizer", "checked_inputs", "digest", "holdout", "split"]
 
 
 def _shape(shape: Sequence[int]) -> str:
@@ -118,3 +125,86 @@ def digest(*tensors: Tensor | MemmapData | None) -> str:
             h.update(str(tuple(t.shape)).encode())
             h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def checked_inputs(
+    flow: Flow, data: Tensor | np.ndarray | MemmapData, context: Tensor | None
+) -> tuple[Tensor | MemmapData, Tensor | None]:
+    """``fit``'s data and context, checked against the flow (shapes, finiteness, conditioning).
+
+    Raises:
+        ShapeError: data or context of the wrong shape, a context missing or given in vain.
+        DataError: non-finite or non-numeric data, no rows.
+        ValueError: memory-mapped data for a conditional flow.
+    """
+    lazy = isinstance(data, MemmapData)
+    data = data.checked(flow.event_shape) if lazy else as_data(data, flow.event_shape)
+    n = data.shape[0]
+    if lazy and (context is not None or flow.context_features is not None):
+        raise ValueError("memory-mapped data (MemmapData) train unconditional flows only; pass a tensor")
+    if flow.context_features is not None:
+        if context is None:
+            raise ShapeError(
+                f"the flow is conditional: pass context= of shape ({n}, {flow.context_features})"
+            )
+        context = as_data(context, (flow.context_features,), "context")
+        if context.shape[0] != n:
+            raise ShapeError(f"context has {context.shape[0]} rows, data has {n}; they must match")
+    elif context is not None:
+        raise ShapeError("context= was given but the flow is not conditional (no layer takes a context)")
+    return data, context
+
+
+def holdout(
+    flow: Flow,
+    data: Tensor | MemmapData,
+    context: Tensor | None,
+    val_data: Tensor | np.ndarray | MemmapData | None,
+    val_context: Tensor | None,
+    val_fraction: float,
+    *,
+    seed: int,
+) -> tuple[Tensor, Tensor | MemmapData, Tensor | None, Tensor | MemmapData | None, Tensor | None]:
+    """The training rows and the validation rows: ``val_data`` if given, else a random ``val_fraction``.
+
+    Returns:
+        ``(train_idx, train_x, train_c, val_x, val_c)``: the indices of the training rows in
+        ``data``, their rows and contexts, and the validation rows and contexts (``None`` if none).
+    """
+    lazy = isinstance(data, MemmapData)
+    if val_data is not None:
+        train_idx, val_idx = torch.arange(data.shape[0]), None
+        val_x = (
+            val_data.checked(flow.event_shape, "val_data")
+            if isinstance(val_data, MemmapData)
+            else as_data(val_data, flow.event_shape, "val_data")
+        )
+        val_c = None if val_context is None else as_data(val_context, (flow.context_features,), "val_context")
+    else:
+        train_idx, val_idx = split(data.shape[0], val_fraction, torch.Generator().manual_seed(seed))
+        val_x = None if val_idx is None else (data.subset(val_idx) if lazy else data[val_idx])
+        val_c = None if (val_idx is None or context is None) else context[val_idx]
+    train_x = data.subset(train_idx) if lazy else data[train_idx]
+    train_c = None if context is None else context[train_idx]
+    return train_idx, train_x, train_c, val_x, val_c
+
+
+def attach_standardizer(flow: Flow, data: Tensor | MemmapData, history: History) -> None:
+    """Append a :class:`~flowforge.transforms.Standardize` fitted on ``data`` at the flow's data end.
+
+    A flow that already ends in one keeps it (it was trained in that space). Constant features
+    keep scale 1 and are reported as a ``constant_features`` event and a warning.
+    """
+    last = flow.transform.transforms[-1] if len(flow.transform) else None
+    if isinstance(last, Standardize):
+        return  # trained before in that space: keep its values
+    std = Standardize(flow.event_shape)
+    constant = data.scan().fit(std) if isinstance(data, MemmapData) else std.fit_to(data)
+    if constant:
+        message = (
+            f"feature(s) {constant} are constant in the training data: they are left unscaled, and the "
+            "likelihood is unbounded there (drop such columns)"
+        )
+        history.event(0, "constant_features", message)
+        log.warning(message)
+    flow.transform = Compose(flow.transform, std)

@@ -17,13 +17,10 @@ import torch
 from torch import Tensor
 
 from ..datasets.memmap import MemmapData
-from ..errors import ShapeError
 from ..flow import Flow
 from ..nets.precision import PRECISIONS, conditioner_precision
-from ..transforms.base import Compose
-from ..transforms.standardize import Standardize
 from .compiled import check_compile, compiled_loss
-from .data import EpochSampler, as_data, digest, split
+from .data import EpochSampler, attach_standardizer, checked_inputs, digest, holdout
 from .distributed import World, replicate, resolve_device, setup
 from .engine import Run, _clone
 from .history import History
@@ -86,22 +83,6 @@ def _culprits(flow: Flow, x: Tensor, context: Tensor | None, rows: Tensor) -> st
         return "every row of the batch has a finite log-density"
     shown = ", ".join(str(int(r)) for r in bad[:8])
     return f"non-finite log-density at data row(s) [{shown}{', ...' if bad.numel() > 8 else ''}]"
-
-
-def _attach_standardizer(flow: Flow, data: Tensor | MemmapData, history: History) -> None:
-    last = flow.transform.transforms[-1] if len(flow.transform) else None
-    if isinstance(last, Standardize):
-        return  # trained before in that space: keep its values
-    std = Standardize(flow.event_shape)
-    constant = data.scan().fit(std) if isinstance(data, MemmapData) else std.fit_to(data)
-    if constant:
-        message = (
-            f"feature(s) {constant} are constant in the training data: they are left unscaled, and the "
-            "likelihood is unbounded there (drop such columns)"
-        )
-        history.event(0, "constant_features", message)
-        log.warning(message)
-    flow.transform = Compose(flow.transform, std)
 
 
 @torch.no_grad()
@@ -243,21 +224,8 @@ def fit(
         raise ValueError(f"mixed_precision must be 'bf16' or None; got {mixed_precision!r}")
     if not batch_size >= 1:
         raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
+    data, context = checked_inputs(flow, data, context)
     lazy = isinstance(data, MemmapData)
-    data = data.checked(flow.event_shape) if lazy else as_data(data, flow.event_shape)
-    n = data.shape[0]
-    if lazy and (context is not None or flow.context_features is not None):
-        raise ValueError("memory-mapped data (MemmapData) train unconditional flows only; pass a tensor")
-    if flow.context_features is not None:
-        if context is None:
-            raise ShapeError(
-                f"the flow is conditional: pass context= of shape ({n}, {flow.context_features})"
-            )
-        context = as_data(context, (flow.context_features,), "context")
-        if context.shape[0] != n:
-            raise ShapeError(f"context has {context.shape[0]} rows, data has {n}; they must match")
-    elif context is not None:
-        raise ShapeError("context= was given but the flow is not conditional (no layer takes a context)")
 
     device = resolve_device(device)
     world = setup(device)
@@ -268,27 +236,16 @@ def fit(
     if world.active:
         base_seed = world.all_gather(base_seed)[0]  # one split and one batch order for all ranks
     history_placeholder = History("ml")
-    if val_data is not None:
-        train_idx, val_idx = torch.arange(n), None
-        val_x = (
-            val_data.checked(flow.event_shape, "val_data")
-            if isinstance(val_data, MemmapData)
-            else as_data(val_data, flow.event_shape, "val_data")
-        )
-        val_c = None if val_context is None else as_data(val_context, (flow.context_features,), "val_context")
-    else:
-        train_idx, val_idx = split(n, val_fraction, torch.Generator().manual_seed(base_seed))
-        val_x = None if val_idx is None else (data.subset(val_idx) if lazy else data[val_idx])
-        val_c = None if (val_idx is None or context is None) else context[val_idx]
-    train_x = data.subset(train_idx) if lazy else data[train_idx]
-    train_c = None if context is None else context[train_idx]
+    train_idx, train_x, train_c, val_x, val_c = holdout(
+        flow, data, context, val_data, val_context, val_fraction, seed=base_seed
+    )
     n_train = train_x.shape[0]
     for part in (train_x, val_x):
         if isinstance(part, MemmapData):
             part.scan(world=world)  # the one streaming pass: finiteness, digest, moments (cached)
 
     if standardize:
-        _attach_standardizer(flow, train_x, history_placeholder)
+        attach_standardizer(flow, train_x, history_placeholder)
     device, dtype = resolve_placement(flow, device, dtype)
     flow.to(device=device, dtype=dtype)
     flow.train()
