@@ -10,7 +10,9 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
@@ -33,18 +35,45 @@ _ST_DTYPES = {
 }
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a synced temporary file and a rename: all or nothing."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
+def atomic_write(
+    path: Path, data: bytes | Callable[[BinaryIO], object], *, temp_prefix: str | None = None
+) -> None:
+    """Write ``path`` through a synced temporary file and a rename: all or nothing.
+
+    ``data`` is the bytes, or a function that writes them to the open binary file (``torch.save``
+    of a checkpoint). The temporary file lies next to ``path``, named ``temp_prefix`` (default
+    ``.NAME-``) + random + ``.tmp``; it is removed if the write fails or is interrupted, and the
+    directory is synced after the rename where the platform allows, so the rename survives a
+    power loss too.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix or f".{path.name}-", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            if callable(data):
+                data(f)
+            else:
+                f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    # Makes the rename itself durable; not possible (nor needed) on every platform.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def read_weights(

@@ -14,9 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._safefiles import atomic_write
 from ..errors import FlowforgeError, SpecError
 
 __all__ = [
@@ -55,19 +54,8 @@ def save_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / CHECKPOINT_NAME
-    fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        # Interrupted or failed: the previous checkpoint stays untouched; drop the partial file.
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_directory(directory)
+    # Interrupted or failed: the previous checkpoint stays untouched and the partial file goes.
+    atomic_write(target, lambda f: torch.save(state, f), temp_prefix=".checkpoint-")
     # A process killed mid-write (kill -9, power loss) leaves its temporary file behind.
     for stale in directory.glob(".checkpoint-*.tmp"):
         with contextlib.suppress(OSError):
@@ -93,20 +81,6 @@ def load_checkpoint(directory: str | Path, *, map_location: str | torch.device =
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} is not a flowforge checkpoint (top level is {type(state).__name__})")
     return state
-
-
-def _fsync_directory(directory: Path) -> None:
-    # Makes the rename itself durable; not possible (nor needed) on every platform.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def get_rng_state(*, cuda: bool) -> dict[str, Any]:
