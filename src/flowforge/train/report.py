@@ -1,15 +1,18 @@
-"""Run reports: ``report.md`` (figures linked) and ``report.html`` (figures embedded) for a run folder."""
+"""Run reports: ``report.md`` (figures linked), ``report.html`` (figures embedded) and strict JSON files."""
 
 from __future__ import annotations
 
 import base64
 import html
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_report"]
+from .history import _clean
+
+__all__ = ["write_json", "write_report"]
 
 
 def _fmt(v: Any) -> str:
@@ -98,3 +101,8 @@ def write_report(
     html_path = out / "report.html"
     html_path.write_text("\n".join(page))
     return md_path, html_path
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as strict JSON: NaN and infinities (a k-hat of -inf when q equals p) become null."""
+    path.write_text(json.dumps(_clean(data), indent=1, default=lambda v: None, allow_nan=False))

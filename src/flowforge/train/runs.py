@@ -7,12 +7,10 @@ A run folder holds ``model/`` (a saved model), ``metrics.json``, ``history.json`
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -22,11 +20,11 @@ from ..errors import SpecError
 from ..flow import Flow
 from ..io import build, save
 from .distributed import resolve_device, setup
-from .history import History, _clean
+from .history import History
 from .ml import evaluate, fit
-from .report import write_report
+from .report import write_json, write_report
 
-__all__ = ["default_spec", "fit_run", "resolve_model"]
+__all__ = ["default_spec", "fit_run", "resolve_model", "thread_limit"]
 
 log = logging.getLogger("flowforge.train")
 
@@ -35,10 +33,13 @@ SMALL_MODEL = 100_000
 
 
 @contextlib.contextmanager
-def _threads(flow: Flow, threads: int | None) -> Iterator[int]:
-    # A second intra-op thread only adds synchronisation to the small matrices of small models;
-    # on a busy 2-core machine it made the default fit 30x slower (2.3 against 79 steps/s).
-    # The global setting is restored afterwards.
+def thread_limit(flow: Flow, threads: int | None) -> Iterator[int]:
+    """Run with ``threads`` intra-op threads (default: 1 below 100,000 parameters); yields the number.
+
+    A second intra-op thread only adds synchronisation to the small matrices of small models: on a busy
+    2-core machine it made the default fit 30x slower (2.3 against 79 steps/s). The global setting
+    is restored afterwards.
+    """
     previous = torch.get_num_threads()
     if threads is None:
         threads = 1 if sum(p.numel() for p in flow.parameters()) < SMALL_MODEL else previous
@@ -135,11 +136,6 @@ def _figures_2d(flow: Flow, history: History, test: Tensor, out: Path) -> list[t
     return figures
 
 
-def _write_json(path: Path, data: Any) -> None:
-    # Strict JSON: NaN and inf (e.g. a k-hat of -inf when q equals p) become null.
-    path.write_text(json.dumps(_clean(data), indent=1, default=lambda v: None, allow_nan=False))
-
-
 def fit_run(
     *,
     data: str = "moons",
@@ -179,7 +175,7 @@ def fit_run(
     train, test, known_entropy = _split_data(data, n, seed, 0.1, memmap)
     flow = resolve_model(model, tuple(train.shape[1:]), model_args)
     log.info("fit: %s rows of %s, model %s, %d steps, out %s", len(train), data, model, steps, out)
-    with _threads(flow, threads) as used_threads:
+    with thread_limit(flow, threads) as used_threads:
         history = fit(
             flow,
             train,
@@ -224,7 +220,7 @@ def fit_run(
     if not world.main:
         return metrics
     save(flow, out / "model", metadata={"command": command, "metrics": metrics})
-    _write_json(out / "metrics.json", metrics)
+    write_json(out / "metrics.json", metrics)
     history.save(out / "history.json")
     figures: list[tuple[str, str]] = []
     if plots:

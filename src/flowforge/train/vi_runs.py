@@ -19,8 +19,8 @@ from ..flow import Flow
 from ..io import save
 from .distributed import resolve_device, setup
 from .history import _clean
-from .report import write_report
-from .runs import _threads, _write_json, resolve_model
+from .report import write_json, write_report
+from .runs import resolve_model, thread_limit
 from .vi import fit_vi
 
 __all__ = ["resolve_target", "vi_run"]
@@ -88,7 +88,7 @@ def vi_run(
     log.info(
         "vi: target %s (dimension %d), model %s, %d steps, out %s", target, resolved.dim, model, steps, out
     )
-    with _threads(flow, threads) as used_threads:
+    with thread_limit(flow, threads) as used_threads:
         history = fit_vi(
             flow,
             resolved.log_density,
@@ -144,7 +144,7 @@ def vi_run(
     )
     headline = _clean({k: v for k, v in metrics.items() if k != "diagnostics"})
     save(flow, out / "model", metadata={"command": command, "metrics": headline})
-    _write_json(out / "metrics.json", metrics)
+    write_json(out / "metrics.json", metrics)
     history.save(out / "history.json")
     figures: list[tuple[str, str]] = []
     if plots:
