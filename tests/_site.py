@@ -11,9 +11,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def mkdocs_build(out: Path) -> subprocess.CompletedProcess:
-    """``mkdocs build --strict`` of the repository into ``out``; the caller asserts on the result."""
+    """``mkdocs build --strict`` of the repository into ``out``; the caller asserts on the result.
+
+    Not quiet: with ``-q`` mkdocs 1.6 drops warnings before ``--strict`` counts them, so a
+    docstring that renders wrongly would pass.
+    """
     return subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(out)],
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -131,3 +131,15 @@ def test_page_links_appear_when_the_page_does(tmp_path: Path) -> None:
     (tmp_path / "distributed.md").write_text("# D\n")
     linked = hooks.on_page_markdown(text, page, {"docs_dir": str(tmp_path)}, None)
     assert linked == "See [the guide](../distributed.md)."
+
+
+def test_docstring_examples_are_an_examples_section() -> None:
+    # griffe (mkdocstrings) reads "Examples:" as code; a singular "Example:" becomes an admonition
+    # of plain Markdown, where `x[0][1]` is a broken link and the doctest loses its formatting.
+    singular = [
+        f"{path.relative_to(ROOT)}:{i}"
+        for path in sorted((ROOT / "src").rglob("*.py"))
+        for i, line in enumerate(path.read_text().splitlines(), 1)
+        if line.strip() == "Example:"
+    ]
+    assert not singular, f"write 'Examples:' in {singular}"

@@ -88,7 +88,7 @@ def allocation_limit(max_bytes: int) -> Iterator[None]:
     Counts every tensor created (temporaries too), so it over-estimates the peak: use a
     generous cap. Factory operations are checked before they allocate.
 
-    Example:
+    Examples:
         >>> with allocation_limit(10_000):
         ...     _ = torch.zeros(100)
         >>> try:

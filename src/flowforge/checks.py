@@ -115,7 +115,7 @@ def check_transform(
     Returns:
         A :class:`CheckReport`; ``bool(report)`` says whether everything passed.
 
-    Example:
+    Examples:
         >>> import torch, flowforge as ff
         >>> from flowforge import transforms as T
         >>> x = torch.randn(7, 5, dtype=torch.float64)

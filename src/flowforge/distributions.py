@@ -75,7 +75,7 @@ class BaseDistribution(Recorded, nn.Module):
 class StandardNormal(BaseDistribution):
     """``N(0, I)`` over events of the given shape.
 
-    Example:
+    Examples:
         >>> StandardNormal((2,)).log_prob(torch.zeros(3, 2))
         tensor([-1.8379, -1.8379, -1.8379])
     """
@@ -93,7 +93,7 @@ class StandardNormal(BaseDistribution):
 class DiagNormal(BaseDistribution):
     """``N(loc, diag(scale^2))`` with learnable (``trainable=True``) or fixed loc and scale.
 
-    Example:
+    Examples:
         >>> d = DiagNormal((2,), trainable=False); d.rsample((4,)).shape
         torch.Size([4, 2])
     """
@@ -137,7 +137,7 @@ class StudentT(BaseDistribution):
     References:
         Jaini, Kobyzev, Yu, Brubaker. "Tails of Lipschitz Triangular Flows". ICML 2020.
 
-    Example:
+    Examples:
         >>> StudentT((3,), df=4.0).rsample((5,)).shape
         torch.Size([5, 3])
     """

@@ -38,7 +38,7 @@ def _flat(x: np.ndarray) -> np.ndarray:
 def draws_to_csv(x: np.ndarray, path: str | Path, *, names: Sequence[str] | None = None) -> Path:
     """Write draws ``(n, d)`` (or ``(n, *event)``, flattened) as CSV with a header row of names.
 
-    Example:
+    Examples:
         >>> import numpy as np, tempfile, pathlib
         >>> where = pathlib.Path(tempfile.mkdtemp()) / "d.csv"
         >>> draws_to_csv(np.zeros((3, 2)), where, names=["mu", "tau"]).read_text().splitlines()[0]

@@ -37,7 +37,7 @@ class Flow(nn.Module):
     With a context (conditional flows), ``context`` has shape ``(*batch, c)`` and reaches
     every transform; ``sample(shape, context)`` returns ``(*shape, *batch, *event)``.
 
-    Example:
+    Examples:
         >>> import torch, flowforge as ff
         >>> from flowforge import transforms as T
         >>> flow = ff.Flow(ff.distributions.StandardNormal((2,)), [T.LULinear(2), T.LeakyReLU(0.2)])

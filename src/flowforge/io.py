@@ -102,7 +102,7 @@ def save(flow: Flow, path: str | Path, *, metadata: dict[str, Any] | None = None
     Returns:
         The directory.
 
-    Example:
+    Examples:
         >>> import tempfile, torch, flowforge as ff
         >>> from flowforge import transforms as T
         >>> flow = ff.Flow(ff.distributions.StandardNormal((2,)), [T.LULinear(2)])
@@ -195,7 +195,7 @@ def _upgrade_spec(spec: Any, version: int) -> Any:
     Layers record only the arguments they were given, so a default that changes later would
     silently change the map of an old file; every such change is listed in ``_OLD_DEFAULTS``.
 
-    Example:
+    Examples:
         >>> _upgrade_spec({"type": "AffineCoupling", "features": 2}, 1)
         {'type': 'AffineCoupling', 'features': 2, 'shift_first': False, 'scale_bound': 3.0}
     """
@@ -296,7 +296,7 @@ def build(spec: dict | str | Path) -> Flow:
         SpecError: with the path of the offending entry and, for unknown names or arguments,
             the valid ones.
 
-    Example:
+    Examples:
         >>> flow = build('''
         ... base: {type: StandardNormal, shape: [2]}
         ... transforms:

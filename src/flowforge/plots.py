@@ -12,7 +12,7 @@ layer figures need 2-D flows; the curves work for any run.
 - :func:`vi_density`: the target density next to the fitted one (variational inference);
 - :func:`elbo_curve`: the ELBO of :func:`~flowforge.fit_vi` over the steps.
 
-Example:
+Examples:
     >>> import torch, flowforge as ff
     >>> from flowforge import plots, transforms as T
     >>> flow = ff.Flow(ff.distributions.StandardNormal((2,)), [T.LULinear(2)])

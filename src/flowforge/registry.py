@@ -200,7 +200,7 @@ def check_flow_spec(spec: Any, path: str = "spec") -> None:
     Raises:
         SpecError: naming the entry (``spec.transforms[2].bins``) and the valid choices.
 
-    Example:
+    Examples:
         >>> spec = {"base": {"type": "StandardNormal", "shape": [2]}, "transforms": [{"type": "LULinaer"}]}
         >>> try:
         ...     check_flow_spec(spec)

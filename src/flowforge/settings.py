@@ -17,7 +17,7 @@ _VALIDATE = True
 def set_validation(enabled: bool) -> None:
     """Turn argument validation on or off globally.
 
-    Example:
+    Examples:
         >>> import flowforge as ff
         >>> ff.set_validation(False); ff.validation_enabled()
         False

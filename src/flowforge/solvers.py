@@ -37,7 +37,7 @@ __all__ = ["effective_tol", "fixed_point", "solve_increasing"]
 def effective_tol(tol: float, dtype: torch.dtype) -> float:
     """``max(tol, 64 * eps(dtype))``: the tolerance a solver can actually reach in ``dtype``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> effective_tol(1e-10, torch.float64)
         1e-10
@@ -101,7 +101,7 @@ def solve_increasing(
         Press, Teukolsky, Vetterling, Flannery. "Numerical Recipes", 3rd ed., sec. 9.4
         (Newton-Raphson with bracketing).
 
-    Example:
+    Examples:
         >>> import torch
         >>> f = lambda a: (a + torch.tanh(a), 1 + 1 / torch.cosh(a) ** 2)
         >>> a = solve_increasing(f, torch.tensor([0.0, 1.0, -30.0], dtype=torch.float64))
@@ -209,7 +209,7 @@ def fixed_point(
         Behrmann, Grathwohl, Chen, Duvenaud, Jacobsen. "Invertible Residual Networks". ICML 2019.
         Bai, Kolter, Koltun. "Deep Equilibrium Models". NeurIPS 2019 (implicit gradients).
 
-    Example:
+    Examples:
         >>> import torch
         >>> z = fixed_point(lambda z: 1 + 0.5 * torch.sin(z), torch.zeros(3, 1, dtype=torch.float64))
         >>> torch.allclose(z, 1 + 0.5 * torch.sin(z))

@@ -66,7 +66,7 @@ def _value(v: Any, path: str) -> Any:
 def to_spec(obj: Recorded) -> dict:
     """The JSON-ready spec of a transform or distribution built from library classes.
 
-    Example:
+    Examples:
         >>> from flowforge import transforms as T
         >>> to_spec(T.LeakyReLU(0.2))
         {'type': 'LeakyReLU', 'negative_slope': 0.2}

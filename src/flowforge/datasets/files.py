@@ -154,7 +154,7 @@ def load_file(
     Raises:
         DataError: with the file, line and column of the problem.
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> p = pathlib.Path(tempfile.mkdtemp()) / "d.csv"; _ = p.write_text("x,y\\n1,2\\n3,4\\n")
         >>> load_file(p)
@@ -205,7 +205,7 @@ def load(
 ) -> Tensor:
     """A built-in 2-D data set by name (``n`` points drawn with ``seed``) or a data file by path.
 
-    Example:
+    Examples:
         >>> load("moons", n=100).shape
         torch.Size([100, 2])
     """

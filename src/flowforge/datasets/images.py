@@ -56,7 +56,7 @@ def digits(*, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0
     References:
         Alpaydin & Kaynak. "Optical Recognition of Handwritten Digits". UCI repository, 1998.
 
-    Example:
+    Examples:
         >>> data = digits(seed=0)
         >>> data.train.shape, data.levels, int(data.train.max())
         (torch.Size([1437, 1, 8, 8]), 17, 16)

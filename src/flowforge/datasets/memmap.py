@@ -83,7 +83,7 @@ class MemmapData:
     Raises:
         DataError: a missing path, an empty directory, shards whose row shapes differ, a non-numeric array.
 
-    Example:
+    Examples:
         >>> import numpy as np, tempfile, pathlib
         >>> d = pathlib.Path(tempfile.mkdtemp())
         >>> np.save(d / "a.npy", np.arange(6.0).reshape(3, 2)); np.save(d / "b.npy", np.ones((2, 2)))

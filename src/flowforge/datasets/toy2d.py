@@ -87,7 +87,7 @@ GENERATORS = {
 def generate(name: str, n: int, *, seed: int = 0) -> Tensor:
     """Draw ``n`` points of the named 2-D data set (float32, shape ``(n, 2)``).
 
-    Example:
+    Examples:
         >>> generate("moons", 5, seed=0).shape
         torch.Size([5, 2])
     """
@@ -104,7 +104,7 @@ def generate(name: str, n: int, *, seed: int = 0) -> Tensor:
 def entropy(name: str) -> float | None:
     """The exact differential entropy (nats) of a data set where it is known, else ``None``.
 
-    Example:
+    Examples:
         >>> round(entropy("checkerboard"), 4)
         3.4657
     """

@@ -13,7 +13,7 @@
 - :mod:`~flowforge.diagnostics.multistart`: agreement between restarts;
 - :mod:`~flowforge.diagnostics.verdict`: the one-line verdict; :func:`diagnose` runs everything.
 
-Example:
+Examples:
     >>> import torch, flowforge as ff
     >>> from flowforge import diagnostics, targets, transforms as T
     >>> flow = ff.Flow(ff.distributions.StandardNormal((2,)), [T.Diagonal(2)])

@@ -50,7 +50,7 @@ __all__ = ["DefensiveResult", "StudentTProposal", "defensive_is"]
 class StudentTProposal:
     """A multivariate Student-t ``t_df(loc, scale_tril)``: the wide half of the defensive mixture.
 
-    Example:
+    Examples:
         >>> import torch
         >>> g = StudentTProposal(torch.zeros(2), torch.eye(2), df=3.0)
         >>> g.log_prob(g.sample(5)).shape
@@ -165,7 +165,7 @@ def defensive_is(
     Cost: ``samples`` target calls, ``alpha * samples`` generative and ``(1 - alpha) * samples``
     inverse passes of the flow.
 
-    Example:
+    Examples:
         >>> import torch, flowforge as ff
         >>> from flowforge import targets, transforms as T
         >>> two = targets.GaussianMixture(components=2, radius=3.0, scale=0.5)  # modes at (+-3, 0)

@@ -171,7 +171,7 @@ def elbo(
         samples: draws when ``flow`` is a flow.
         seed: seed of the draws (``None``: the global RNG).
 
-    Example:
+    Examples:
         >>> import torch, flowforge as ff
         >>> from flowforge.targets import from_callable
         >>> t = from_callable(lambda z: -0.5 * (z**2).sum(-1), 2, log_z=math.log(2 * math.pi))

@@ -188,7 +188,7 @@ def layer_health(
 
     Cost: two passes through every layer (plus ``jacobians`` autograd Jacobians per layer).
 
-    Example:
+    Examples:
         >>> import torch, flowforge as ff
         >>> from flowforge import transforms as T
         >>> flow = ff.Flow(ff.distributions.StandardNormal((2,)), [T.LULinear(2), T.Tanh()])

@@ -32,7 +32,7 @@ def reweighted_moments(x: Tensor, log_w: Tensor, *, smooth: bool = True) -> tupl
     Returns:
         ``(mean, sd)``, each of shape ``(d,)`` (float64).
 
-    Example:
+    Examples:
         >>> import torch
         >>> _ = torch.manual_seed(0); x = torch.randn(20000, 1, dtype=torch.float64)
         >>> m, s = reweighted_moments(x, 0.5 * x[:, 0])  # N(0, 1) tilted by e^(x/2) is N(0.5, 1)
@@ -80,7 +80,7 @@ def log_z(log_w: Tensor) -> LogZEstimate:
     misses part of the target underestimates ``Z`` with a small, misleading ``se``: check k-hat,
     and use :func:`~flowforge.diagnostics.defensive_is` for mass the flow may have dropped.
 
-    Example:
+    Examples:
         >>> import torch
         >>> _ = torch.manual_seed(0); x = torch.randn(20000, dtype=torch.float64)
         >>> est = log_z(-0.5 * (x / 1.1) ** 2 + 0.5 * x**2 - math.log(1.1))  # log Z = 0

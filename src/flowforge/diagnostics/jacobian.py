@@ -57,7 +57,7 @@ def jacobian_singular_values(model: Flow | Transform, z: Tensor, *, context: Ten
     Cost: ``n`` autograd Jacobians (``D`` backward passes each) and SVDs: for diagnostics on a
     few hundred points, not for training.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from flowforge import transforms as T
         >>> t = T.Diagonal(3)
@@ -124,7 +124,7 @@ def jacobian_report(
     The round trip and log-det come from :func:`flowforge.check_transform` (the generic checks of
     SPEC.md, at their tolerances: run in float64 for meaningful numbers).
 
-    Example:
+    Examples:
         >>> import torch, flowforge as ff
         >>> from flowforge import transforms as T
         >>> flow = ff.Flow(ff.distributions.StandardNormal((2,)), [T.LULinear(2)]).double()

@@ -95,7 +95,7 @@ def restart_agreement(
 
     Cost: ``R`` generative passes and ``R (R - 1)`` inverse passes of ``samples`` draws.
 
-    Example:
+    Examples:
         >>> import torch, flowforge as ff
         >>> from flowforge import targets, transforms as T
         >>> def gaussian_at(c):

@@ -82,7 +82,7 @@ def psis(log_w: Tensor | np.ndarray) -> PSISResult:
         Yao, Vehtari, Simpson, Gelman. "Yes, but Did It Work?: Evaluating Variational Inference".
         ICML 2018.
 
-    Example:
+    Examples:
         >>> import torch
         >>> _ = torch.manual_seed(0); x = torch.randn(4000, dtype=torch.float64)
         >>> r = psis(-0.5 * (x / 0.9) ** 2 + 0.5 * x**2)  # q = N(0, 1), p = N(0, 0.81): bounded weights

@@ -50,7 +50,7 @@ def moment_errors(x: Tensor, reference: Tensor, *, weights: Tensor | None = None
     Returns:
         ``(mean_error, sd_ratio)``, each ``(d,)``: ``(mean_q - mean_ref) / sd_ref`` and ``sd_q / sd_ref``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> _ = torch.manual_seed(0)
         >>> err, ratio = moment_errors(0.5 * torch.randn(20000, 2) + 1.0, torch.randn(20000, 2))

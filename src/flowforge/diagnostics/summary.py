@@ -67,7 +67,7 @@ def diagnose(
         A dict of floats and lists (see the keys), with ``verdict`` (one line), ``status`` and
         ``warnings``.
 
-    Example:
+    Examples:
         >>> import torch, flowforge as ff
         >>> from flowforge import targets, transforms as T
         >>> flow = ff.Flow(ff.distributions.StandardNormal((2,)), [T.Diagonal(2)])

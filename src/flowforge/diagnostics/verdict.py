@@ -71,10 +71,11 @@ def verdict(
         defensive: from :func:`~flowforge.diagnostics.defensive_is`.
         forward: from :func:`~flowforge.diagnostics.forward_fit` (reference draws).
         restarts: from :func:`~flowforge.diagnostics.restart_agreement`.
-        khat, ess_fraction: PSIS k-hat and ESS / n of the flow's own weights.
+        khat: PSIS k-hat of the flow's own importance weights.
+        ess_fraction: their effective sample size over the number of draws.
         max_missing: the missing mass above which the fit is flagged.
 
-    Example:
+    Examples:
         >>> v = verdict(khat=0.82)
         >>> v.status, v.line
         ('unchecked', 'coverage not checked (k-hat 0.82): run defensive_is, or compare with reference draws')

@@ -42,7 +42,7 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], fmt: st
 class Report:
     """Collects an experiment's outputs and writes them to ``out``.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> r = Report("demo", seed_text="000", claim="a claim", out=tempfile.mkdtemp(), quick=True, seed=0)
         >>> r.section("Results", "numbers"); r.verdict(True, "they agree"); path = r.write({"x": 1.0})

@@ -158,7 +158,7 @@ def _layers(a: Tensor, s: Tensor) -> Compose:
 def composed_matrix(flow: Compose) -> Tensor:
     """The matrix of a linear map given as transforms: column ``j`` is ``f(e_j) - f(0)``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from flowforge.transforms import Compose, LinearAffineCoupling
         >>> f = Compose([LinearAffineCoupling(4), LinearAffineCoupling(4, flip=True)])

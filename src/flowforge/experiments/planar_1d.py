@@ -239,7 +239,7 @@ def total_variation(log_q, pdf_p, *, lim: float = 10.0, n: int = 40001) -> float
     ``log_q`` maps ``(n, 1)`` points to log densities; ``pdf_p`` maps ``(n,)`` points to densities
     (``p`` must have negligible mass outside the window).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch.distributions import Normal
         >>> q, p = Normal(0.0, 1.0), Normal(0.5, 1.0)

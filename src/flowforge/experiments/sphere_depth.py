@@ -44,7 +44,7 @@ THRESHOLDS = (0.5, 0.25)
 def sphere_means(k: int, d: int, *, radius: float = RADIUS, seed: int = 0) -> Tensor:
     """``(k, d)`` means drawn uniformly on the sphere of ``radius`` in ``R^d`` (float64).
 
-    Example:
+    Examples:
         >>> sphere_means(3, 5, radius=2.0).norm(dim=1)
         tensor([2.0000, 2.0000, 2.0000], dtype=torch.float64)
     """

@@ -49,7 +49,7 @@ class Target:
     ``kind="gauss"``: ``N(0, 0.5^2)``; ``"shifted"``: ``N(0.75, 0.5^2)``; ``"mixture"``:
     ``0.5 N(-1, 0.5^2) + 0.5 N(1, 0.5^2)``. ``grad log p`` spans the first ``r`` coordinates.
 
-    Example:
+    Examples:
         >>> import torch
         >>> t = Target("gauss", 3, 1)
         >>> x = torch.zeros(3, dtype=torch.float64)

@@ -38,7 +38,7 @@ def singular_values(flow: Flow, x: Tensor) -> Tensor:
     Returns:
         ``(n, D)`` singular values.
 
-    Example:
+    Examples:
         >>> import torch, flowforge as ff
         >>> from flowforge import transforms as T
         >>> t = T.Diagonal(2)

@@ -85,7 +85,7 @@ def MAF(
     References:
         Papamakarios, Pavlakou, Murray. "Masked Autoregressive Flow for Density Estimation". NeurIPS 2017.
 
-    Example:
+    Examples:
         >>> import torch
         >>> flow = MAF(3, transforms=2, hidden=(16,))
         >>> flow.log_prob(torch.randn(4, 3)).shape, flow.sample((2,)).shape
@@ -145,7 +145,7 @@ def IAF(
         Kingma, Salimans, Jozefowicz, Chen, Sutskever, Welling. "Improved Variational Inference with
         Inverse Autoregressive Flow". NeurIPS 2016.
 
-    Example:
+    Examples:
         >>> import torch
         >>> flow = IAF(3, transforms=2, hidden=(16,))
         >>> x, log_p = flow.rsample_and_log_prob((5,))

@@ -79,7 +79,7 @@ def NICE(
     References:
         Dinh, Krueger, Bengio. "NICE: Non-linear Independent Components Estimation". 2014.
 
-    Example:
+    Examples:
         >>> import torch
         >>> flow = NICE(4, transforms=2, hidden=(16,))
         >>> flow.log_prob(torch.randn(3, 4)).shape
@@ -185,7 +185,7 @@ def RealNVP(
     References:
         Dinh, Sohl-Dickstein, Bengio. "Density estimation using Real NVP". ICLR 2017.
 
-    Example:
+    Examples:
         >>> import torch
         >>> flow = RealNVP(2, transforms=4, hidden=(16,))
         >>> flow.sample((5,)).shape
@@ -281,7 +281,7 @@ def Glow(
     References:
         Kingma & Dhariwal. "Glow: Generative Flow with Invertible 1x1 Convolutions". 2018.
 
-    Example:
+    Examples:
         >>> import torch
         >>> flow = Glow((1, 8, 8), levels=2, steps=2, hidden=(8,))
         >>> flow.log_prob(torch.rand(3, 1, 8, 8)).shape, flow.sample((2,)).shape

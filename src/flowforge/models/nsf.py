@@ -58,7 +58,7 @@ def NSF(
     References:
         Durkan, Bekasov, Murray, Papamakarios. "Neural Spline Flows". NeurIPS 2019.
 
-    Example:
+    Examples:
         >>> import torch
         >>> flow = NSF(3, transforms=2, hidden=(16,))
         >>> flow.log_prob(torch.randn(4, 3)).shape

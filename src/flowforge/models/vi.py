@@ -59,7 +59,7 @@ def PlanarFlow(
     References:
         Rezende & Mohamed. "Variational Inference with Normalizing Flows". ICML 2015.
 
-    Example:
+    Examples:
         >>> import torch
         >>> flow = PlanarFlow(2, layers=4)
         >>> x, log_q = flow.rsample_and_log_prob((5,))
@@ -86,7 +86,7 @@ def RadialFlow(features: int, *, layers: int = 16, context_features: int | None 
     References:
         Rezende & Mohamed. "Variational Inference with Normalizing Flows". ICML 2015.
 
-    Example:
+    Examples:
         >>> import torch
         >>> flow = RadialFlow(3, layers=4)
         >>> x, log_q = flow.rsample_and_log_prob((5,))
@@ -130,7 +130,7 @@ def SylvesterFlow(
         van den Berg, Hasenclever, Tomczak, Welling. "Sylvester Normalizing Flows for
         Variational Inference". UAI 2018.
 
-    Example:
+    Examples:
         >>> import torch
         >>> flow = SylvesterFlow(3, layers=2, kind="triangular")
         >>> x, log_q = flow.rsample_and_log_prob((5,))
@@ -179,7 +179,7 @@ def HouseholderFlow(
     References:
         Tomczak & Welling. "Improving Variational Auto-Encoders using Householder Flow". 2016.
 
-    Example:
+    Examples:
         >>> import torch
         >>> flow = HouseholderFlow(3)
         >>> x = flow.sample((4,)); flow.log_prob(x).shape
@@ -230,7 +230,7 @@ def ResidualFlow(
         Behrmann et al. "Invertible Residual Networks". ICML 2019. Chen et al. "Residual Flows
         for Invertible Generative Modeling". NeurIPS 2019.
 
-    Example:
+    Examples:
         >>> import torch
         >>> flow = ResidualFlow(2, blocks=2, hidden=(16,))
         >>> x, log_q = flow.rsample_and_log_prob((5,))

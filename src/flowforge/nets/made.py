@@ -84,7 +84,7 @@ class MADE(nn.Module):
         Germain, Gregor, Murray, Larochelle. "MADE: Masked Autoencoder for Distribution
         Estimation". ICML 2015.
 
-    Example:
+    Examples:
         >>> import torch
         >>> net = MADE(3, 2, hidden=(16, 16), ordering="random", seed=1)
         >>> net(torch.randn(5, 3)).shape
@@ -277,7 +277,7 @@ class MADE(nn.Module):
             ``(x, aux summed over features)``; ``x`` has the broadcast batch shape of ``y``
             and the context.
 
-        Example:
+        Examples:
             >>> import torch
             >>> net = MADE(3, 1, hidden=(8,))
             >>> with torch.no_grad():

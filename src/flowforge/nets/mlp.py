@@ -22,7 +22,7 @@ class MLP(nn.Sequential):
         activation: one of ``relu``, ``elu``, ``gelu``, ``tanh``, ``silu``.
         zero_last: start the last layer at zero, so a layer fed by it starts as the identity.
 
-    Example:
+    Examples:
         >>> import torch
         >>> MLP(3, 2, hidden=(8,))(torch.randn(5, 3)).shape
         torch.Size([5, 2])

@@ -27,7 +27,7 @@ _DTYPE: torch.dtype | None = None
 def conditioner_precision(precision: str | None) -> Iterator[None]:
     """Run conditioners in ``precision`` (``"bf16"``, or ``None`` for the input's dtype) in a block.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from flowforge import models
         >>> flow = models.MAF(3, transforms=2, hidden=(16,))

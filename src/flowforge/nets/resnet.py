@@ -51,7 +51,7 @@ class ResNet(nn.Module):
         He, Zhang, Ren, Sun. "Deep Residual Learning for Image Recognition". CVPR 2016.
         Dinh, Sohl-Dickstein, Bengio. "Density estimation using Real NVP". ICLR 2017.
 
-    Example:
+    Examples:
         >>> import torch
         >>> ResNet(3, 4, hidden=(8, 8))(torch.randn(2, 5, 3, 6, 6)).shape
         torch.Size([2, 5, 4, 6, 6])

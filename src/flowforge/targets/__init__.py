@@ -5,7 +5,7 @@ Every target is a :class:`Target`: callable on points ``(*batch, dim)``, returni
 ``reference_draws()`` where they exist. Built-in ones by name: :func:`get` and :data:`TARGETS`;
 user code: :func:`from_callable`, :func:`from_string` (``"module:function"``), :func:`from_pyro`.
 
-Example:
+Examples:
     >>> import torch
     >>> from flowforge import targets
     >>> t = targets.get("eight-schools-noncentered")

@@ -148,7 +148,7 @@ def from_callable(
         draws: reference posterior draws ``(n, dim)``, if any (enables the reference diagnostics).
         names: coordinate labels.
 
-    Example:
+    Examples:
         >>> import torch
         >>> t = from_callable(lambda z: -0.5 * (z**2).sum(-1), 3, log_z=1.5 * 1.8378770664093453)
         >>> t(torch.zeros(4, 2, 3)).shape

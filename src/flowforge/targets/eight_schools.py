@@ -93,7 +93,7 @@ def log_evidence(y: Sequence[float], sigma: Sequence[float]) -> float:
     ``theta`` and ``mu`` are integrated out analytically; ``log tau`` by adaptive quadrature
     (relative error below 1e-10).
 
-    Example:
+    Examples:
         >>> y, sigma = eight_schools_data()
         >>> round(log_evidence(y, sigma), 4)
         -31.3113
@@ -162,7 +162,7 @@ class EightSchools(Target):
     References:
         Gelman et al. "Bayesian Data Analysis", 3rd ed., section 5.5. CRC Press 2013.
 
-    Example:
+    Examples:
         >>> import torch
         >>> t = EightSchools(centered=False)
         >>> t.dim, round(t.log_z, 4), t.reference_draws().shape

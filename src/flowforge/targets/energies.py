@@ -107,7 +107,7 @@ class Energy(Target):
     References:
         Rezende & Mohamed. "Variational Inference with Normalizing Flows". ICML 2015, table 1.
 
-    Example:
+    Examples:
         >>> import torch
         >>> U1().log_density(torch.tensor([[2.0, 0.0], [0.0, 0.0]])).round(decimals=3)
         tensor([  0.0000, -17.3620])

@@ -38,7 +38,7 @@ class Funnel(Target):
     References:
         Neal. "Slice sampling". Annals of Statistics 2003, section 8.
 
-    Example:
+    Examples:
         >>> import torch
         >>> t = Funnel()
         >>> t.dim, t.log_z, round(t.log_density(torch.zeros(10)).item(), 3)  # -5 log(2 pi) - log 3
@@ -93,7 +93,7 @@ class Banana(Target):
         Haario, Saksman, Tamminen. "Adaptive proposal distribution for random walk Metropolis
         algorithm". Computational Statistics 1999 (the twisted Gaussian).
 
-    Example:
+    Examples:
         >>> import torch
         >>> Banana().reference_draws().mean(0).abs().max() < 0.1
         tensor(True)

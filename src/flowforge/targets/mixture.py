@@ -39,7 +39,7 @@ class GaussianMixture(Target):
 
     Cost: O(n K d).
 
-    Example:
+    Examples:
         >>> import torch
         >>> t = GaussianMixture(components=2)
         >>> torch.exp(t.log_density(t.means)).tolist()  # each mode holds half the mass

@@ -45,7 +45,8 @@ class PyroTarget(Target):
 
     Args:
         model: a Pyro model (a callable using ``pyro.sample``); observed sites carry ``obs=``.
-        args, kwargs: passed to the model on every call.
+        args: positional arguments passed to the model on every call.
+        kwargs: keyword arguments passed to the model on every call.
         name: a label for reports.
         log_z: the log evidence, if known.
 
@@ -128,13 +129,14 @@ def from_pyro(model: Callable, *args: Any, name: str | None = None, **kwargs: An
 
     Args:
         model: the Pyro model; observed sites must be given with ``obs=`` (or conditioned).
-        *args, **kwargs: the model's arguments.
+        *args: the model's positional arguments.
+        **kwargs: the model's keyword arguments.
         name: a label for reports.
 
     Raises:
         ImportError: Pyro is not installed (``pip install 'flowforge[pyro]'``).
 
-    Example:
+    Examples:
         >>> import pyro, pyro.distributions as dist, torch  # doctest: +SKIP
         >>> def model(y):
         ...     scale = pyro.sample("scale", dist.HalfNormal(1.0))

@@ -72,7 +72,7 @@ def from_string(spec: str, *, dim: int | None = None, **kwargs: Any) -> Target:
     (instantiated with ``kwargs``) or a batched log-density function ``(n, dim) -> (n,)``, which
     needs its dimension: the ``dim`` argument, or a ``dim`` attribute set on the function.
 
-    Example:
+    Examples:
         >>> t = from_string("flowforge.targets:Funnel", dim=4)
         >>> t.name, t.dim
         ('funnel', 4)
@@ -99,7 +99,7 @@ def get(name: str, **kwargs: Any) -> Target:
     Raises:
         ValueError: unknown name; the message lists the known ones.
 
-    Example:
+    Examples:
         >>> get("u1").log_z
         1.8775016
     """

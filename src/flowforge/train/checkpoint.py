@@ -45,7 +45,7 @@ class CheckpointError(FlowforgeError, RuntimeError):
 def save_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` to ``directory/checkpoint.pt`` atomically and return the path.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> d = tempfile.mkdtemp(); p = save_checkpoint(d, {"step": 3})
         >>> load_checkpoint(d)["step"]

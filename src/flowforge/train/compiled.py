@@ -60,7 +60,7 @@ def compiled_loss(loss: Callable[[Tensor, Tensor | None], Tensor], *, device: to
         The first compiled call traces and compiles the step (seconds to minutes, growing with the
         number of layers); later calls skip Python dispatch for the compiled region.
 
-    Example:
+    Examples:
         >>> import torch
         >>> f = compiled_loss(lambda x, c: (x**2).mean(), device=torch.device("cpu"))
         >>> float(f(torch.ones(3), None)), f.state

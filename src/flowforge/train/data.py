@@ -52,7 +52,7 @@ def as_data(data: object, event_shape: Sequence[int], what: str = "data") -> Ten
 def split(n: int, val_fraction: float, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
     """Random train and validation row indices (``None`` for no validation).
 
-    Example:
+    Examples:
         >>> train, val = split(10, 0.2, torch.Generator().manual_seed(0)); len(train), len(val)
         (8, 2)
     """
@@ -76,7 +76,7 @@ class EpochSampler:
     permutation, which would cost 8 bytes per row in every checkpoint), so a resumed run
     redraws the epoch's permutation and then the same batches.
 
-    Example:
+    Examples:
         >>> s = EpochSampler(10, 4, seed=0); [len(s.next()) for _ in range(3)]
         [4, 4, 4]
     """

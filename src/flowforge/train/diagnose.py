@@ -31,7 +31,7 @@ def check_flow(flow: Flow, x: Tensor, *, jacobians: int = 32, max_features: int 
     Returns:
         A JSON-ready dict with the measurements, ``passed`` and a list of ``problems``.
 
-    Example:
+    Examples:
         >>> import torch, flowforge as ff
         >>> from flowforge import transforms as T
         >>> flow = ff.Flow(ff.distributions.StandardNormal((2,)), [T.LULinear(2), T.Tanh()])

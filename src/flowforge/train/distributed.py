@@ -40,7 +40,7 @@ BACKEND_VARIABLE = "FLOWFORGE_DIST_BACKEND"
 class World:
     """Where this process stands in a data-parallel run (``size == 1``: a single process).
 
-    Example:
+    Examples:
         >>> w = World(); w.active, w.main, w.shard(10)
         (False, True, slice(0, 10, None))
     """
@@ -63,7 +63,7 @@ class World:
     def shard(self, n: int) -> slice:
         """This rank's contiguous share of ``n`` items (sizes differ by at most one).
 
-        Example:
+        Examples:
             >>> [World(rank=r, size=3).shard(8) for r in range(3)]
             [slice(0, 2, None), slice(2, 5, None), slice(5, 8, None)]
         """
@@ -215,7 +215,7 @@ def reduce_vi_stats(world: World, stats: dict, draws: int) -> dict:
     the mean of ``log p - log q`` over every rank's finite draws, ``elbo_se`` its standard error,
     ``nonfinite`` the total count and ``iw_bound`` the mean of the ranks' bounds.
 
-    Example:
+    Examples:
         >>> reduce_vi_stats(World(), {"elbo": 1.0, "elbo_se": 0.1, "nonfinite": 0}, 8)["elbo"]
         1.0
     """

@@ -80,12 +80,17 @@ class Run:
         kind: ``"ml"`` or ``"vi"`` (for the history and the checkpoint).
         flow: the module being trained (already on its device and dtype).
         steps: total number of optimisation steps.
-        lr, schedule, warmup: see :class:`Schedule`.
+        lr: peak learning rate (see :class:`Schedule`).
+        schedule: the learning-rate schedule's name (see :class:`Schedule`).
+        warmup: steps of linear rise (see :class:`Schedule`).
         clip: maximum gradient norm, or ``None`` for no clipping.
-        checkpoint_dir, checkpoint_every, resume: checkpointing (see ``fit``).
+        checkpoint_dir: where checkpoints go, or ``None`` (see ``fit``).
+        checkpoint_every: steps between checkpoints.
+        resume: continue from the checkpoint in ``checkpoint_dir``.
         max_rollbacks: rollbacks allowed before :class:`TrainingDivergedError`.
         fingerprint: what identifies the run's setup; a checkpoint with another one is refused.
-        get_extra, set_extra: the engine's own state for checkpoints (tensors, numbers, lists, dicts).
+        get_extra: returns the caller's own state for checkpoints (tensors, numbers, lists, dicts).
+        set_extra: restores that state from a checkpoint.
         world: the data-parallel group (default: a single process). With several processes the
             step's loss and the Ctrl-C flag are reduced over ranks, so that every rank takes the same
             decisions (rollback, stop), and only rank 0 writes checkpoints and shows progress.

@@ -49,7 +49,7 @@ def _restore(state: dict[str, Any]) -> None:
 def row_ranges(rows: list[int], *, limit: int = 6) -> str:
     """Sorted row indices as compact ranges.
 
-    Example:
+    Examples:
         >>> row_ranges([0, 1, 2, 7, 9, 10])
         '0-2, 7, 9-10'
     """
@@ -180,7 +180,7 @@ def find_nonfinite(
     With ``gradients`` the loss is also backpropagated (parameter gradients are restored
     afterwards) to locate a non-finite gradient when every value was finite.
 
-    Example:
+    Examples:
         >>> import torch, flowforge as ff
         >>> from flowforge import transforms as T
         >>> flow = ff.Flow(ff.distributions.StandardNormal((2,)), [T.LULinear(2), T.Tanh()])

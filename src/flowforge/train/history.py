@@ -35,7 +35,7 @@ class History:
         summary: totals filled at the end (``final_loss``, ``best_val_loss``, ``rollbacks``,
             ``seconds``, ``steps_per_second``, ...).
 
-    Example:
+    Examples:
         >>> h = History("ml"); h.log(step=1, loss=2.5); h.log(step=2, loss=float("nan"))
         >>> h["loss"], h.to_dict()["steps"]["loss"]
         ([2.5, nan], [2.5, None])

@@ -173,16 +173,20 @@ def fit(
         weight_decay: Adam's L2 penalty.
         schedule: ``"cosine"``, ``"linear"`` or ``"constant"``; ``warmup`` steps of linear rise.
         val_fraction: share of rows held out for validation (0 for none).
-        val_data, val_context: explicit validation rows instead of ``val_fraction``.
+        val_data: explicit validation rows instead of ``val_fraction``.
+        val_context: the context of ``val_data`` (conditional flows).
         eval_every: steps between validations (default: 40 evaluations per run).
         patience: evaluations without improvement before stopping (``None``: never stop early).
         restore_best: end with the weights of the best validation loss.
         clip: maximum gradient norm (``None``: no clipping).
         standardize: append a fitted standardizer (see above).
         progress: show a progress bar (loss, validation, steps/s).
-        checkpoint_dir, checkpoint_every, resume: checkpoints (see above).
+        checkpoint_dir: where checkpoints go (``None``: none are written; see above).
+        checkpoint_every: steps between checkpoints.
+        resume: continue from the checkpoint in ``checkpoint_dir`` (see above).
         seed: seeds torch's global generator and the data split and batches (``None``: no seeding).
-        device, dtype: where and in which precision to train (default: the flow's).
+        device: where to train (default: the flow's device).
+        dtype: the precision to train in (default: the flow's).
         max_rollbacks: rollbacks allowed before giving up.
         compile: run the training loss through ``torch.compile`` (CUDA: ``mode="reduce-overhead"``,
             CUDA graphs); the first step runs eagerly, the next one compiles (seconds to minutes),
@@ -205,7 +209,7 @@ def fit(
 
     Cost: ``steps`` forward and backward passes through the inverse direction of the flow.
 
-    Example:
+    Examples:
         >>> import torch, flowforge as ff
         >>> from flowforge import transforms as T
         >>> from flowforge.datasets import generate

@@ -47,7 +47,7 @@ def write_report(
     Returns:
         The paths of the markdown and HTML reports.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> md, page = write_report(tempfile.mkdtemp(), title="t", summary="s", metrics={"nll": 1.23456})
         >>> "| nll | 1.235 |" in md.read_text(), page.suffix

@@ -40,7 +40,7 @@ def fresh_copy(flow: Flow, *, seed: int) -> Flow:
         ValueError: the flow has no spec and no submodule with ``reset_parameters``: restarts
             would all start from the same point.
 
-    Example:
+    Examples:
         >>> import flowforge as ff
         >>> flow = ff.models.PlanarFlow(2, layers=2)
         >>> other = fresh_copy(flow, seed=1)

@@ -19,7 +19,7 @@ class Schedule:
     and 1 for ``"constant"``; ``warmup`` rises linearly over the first ``warmup`` steps.
     ``scale`` starts at 1 and halves at every rollback.
 
-    Example:
+    Examples:
         >>> s = Schedule("cosine", lr=1.0, total=100)
         >>> s.lr_at(0), s.lr_at(50), round(s.lr_at(100), 12)
         (1.0, 0.5, 0.0)

@@ -90,14 +90,23 @@ def fit_vi(
             computed with torch so that gradients flow.
         steps: optimisation steps.
         samples: Monte Carlo samples per step (rows, with ``iw``).
-        lr, weight_decay, schedule, warmup: Adam and its learning-rate schedule.
+        lr: peak learning rate of Adam.
+        weight_decay: Adam's L2 penalty.
+        schedule: ``"cosine"``, ``"linear"`` or ``"constant"``.
+        warmup: steps of linear rise of the learning rate.
         anneal: ``(beta0, n)`` or ``None``.
         iw: importance samples per row, or ``None`` for the plain ELBO.
         zero_density_penalty: weight (nats per unit of probability mass) of the push away from
             samples where the target is NaN or -inf; 0 to only exclude them.
         clip: maximum gradient norm, or ``None``.
-        progress, checkpoint_dir, checkpoint_every, resume, seed, device, dtype, max_rollbacks:
-            as in :func:`~flowforge.fit`.
+        progress: as in :func:`~flowforge.fit`.
+        checkpoint_dir: as in :func:`~flowforge.fit`.
+        checkpoint_every: as in :func:`~flowforge.fit`.
+        resume: as in :func:`~flowforge.fit`.
+        seed: as in :func:`~flowforge.fit`.
+        device: as in :func:`~flowforge.fit`.
+        dtype: as in :func:`~flowforge.fit`.
+        max_rollbacks: as in :func:`~flowforge.fit`.
         compile: run the flow's generative pass through ``torch.compile`` (as in
             :func:`~flowforge.fit`: first step eager, fallback to eager on a compiler failure,
             ``history.summary["compiled"]``). The base draws, the target and the ELBO's handling
@@ -124,7 +133,7 @@ def fit_vi(
         Rezende & Mohamed. "Variational Inference with Normalizing Flows". ICML 2015.
         Burda, Grosse, Salakhutdinov. "Importance Weighted Autoencoders". ICLR 2016.
 
-    Example:
+    Examples:
         >>> import torch, flowforge as ff
         >>> from flowforge import transforms as T
         >>> flow = ff.Flow(ff.distributions.StandardNormal((2,)), [T.Diagonal(2)])

@@ -28,7 +28,7 @@ class ActNorm(Transform):
 
     Cost: O(n) in both directions.
 
-    Example:
+    Examples:
         >>> import torch
         >>> t = ActNorm(2); z, _ = t.inverse(5 + 3 * torch.randn(1000, 2))
         >>> bool(z.mean(0).abs().max() < 1e-5)

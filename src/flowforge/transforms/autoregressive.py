@@ -83,7 +83,7 @@ class Autoregressive(Transform):
         Kingma, Salimans, Jozefowicz, Chen, Sutskever, Welling. "Improved Variational Inference with
         Inverse Autoregressive Flow". NeurIPS 2016.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from flowforge.transforms.transformers import PiecewiseQuadraticTransformer
         >>> t = Autoregressive(PiecewiseQuadraticTransformer(4, lower=-3.0, upper=3.0), 3, hidden=(16,))
@@ -171,7 +171,7 @@ class MaskedAffineAutoregressive(Autoregressive):
     References:
         Papamakarios, Pavlakou, Murray. "Masked Autoregressive Flow for Density Estimation". NeurIPS 2017.
 
-    Example:
+    Examples:
         >>> import torch
         >>> t = MaskedAffineAutoregressive(4, hidden=(32,), context_features=2)
         >>> z, ladj = t.inverse(torch.randn(8, 4), context=torch.randn(8, 2))
@@ -221,7 +221,7 @@ class InverseAutoregressive(Autoregressive):
         Kingma, Salimans, Jozefowicz, Chen, Sutskever, Welling. "Improved Variational Inference with
         Inverse Autoregressive Flow". NeurIPS 2016.
 
-    Example:
+    Examples:
         >>> import torch
         >>> t = InverseAutoregressive(3, hidden=(16,))
         >>> y, ladj = t(torch.randn(10, 3))
@@ -270,7 +270,7 @@ class MaskedSplineAutoregressive(Autoregressive):
     References:
         Durkan, Bekasov, Murray, Papamakarios. "Neural Spline Flows". NeurIPS 2019.
 
-    Example:
+    Examples:
         >>> import torch
         >>> t = MaskedSplineAutoregressive(2, bins=4, bound=3.0, hidden=(16,))
         >>> y, ladj = t(torch.randn(6, 2))

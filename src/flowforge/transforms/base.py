@@ -141,7 +141,7 @@ class Compose(Transform):
 
     Cost: the sum of the members' costs.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from flowforge import transforms as T
         >>> t = T.Compose(T.Diagonal(3), T.Permutation(3, kind="reverse"))
@@ -212,7 +212,7 @@ class Inverse(Transform):
     Shares the parameters of ``t``; ``Inverse(Inverse(t))`` returns ``t`` itself.
     The cheap direction swaps with it (``Inverse(MAF layer)`` samples in one pass).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from flowforge import transforms as T
         >>> t = T.Exp()

@@ -26,7 +26,7 @@ class Invertible1x1Conv(Transform):
     References:
         Kingma & Dhariwal. "Glow: Generative Flow with Invertible 1x1 Convolutions". 2018.
 
-    Example:
+    Examples:
         >>> import torch
         >>> t = Invertible1x1Conv(4); x = torch.randn(2, 4, 3, 3)
         >>> bool(torch.allclose(t.inverse(t(x)[0])[0], x, atol=1e-5))

@@ -77,7 +77,7 @@ class Coupling(Transform):
         Dinh, Krueger, Bengio. "NICE: Non-linear Independent Components Estimation". 2014.
         Dinh, Sohl-Dickstein, Bengio. "Density estimation using Real NVP". ICLR 2017.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from flowforge.transforms.transformers import AffineTransformer
         >>> t = Coupling(AffineTransformer(), 4, mask="half", context_features=2)
@@ -256,7 +256,7 @@ class AdditiveCoupling(Coupling):
     References:
         Dinh, Krueger, Bengio. "NICE: Non-linear Independent Components Estimation". 2014.
 
-    Example:
+    Examples:
         >>> import torch
         >>> t = AdditiveCoupling(4, mask="half")
         >>> t(torch.randn(2, 4))[1]
@@ -290,7 +290,7 @@ class AffineCoupling(Coupling):
         Dinh, Sohl-Dickstein, Bengio. "Density estimation using Real NVP". ICLR 2017.
         Kingma & Dhariwal. "Glow: Generative Flow with Invertible 1x1 Convolutions". 2018.
 
-    Example:
+    Examples:
         >>> import torch
         >>> t = AffineCoupling((2, 4, 4), mask="channel", hidden=(8,))
         >>> t(torch.randn(3, 2, 4, 4))[0].shape
@@ -321,7 +321,7 @@ class SplineCoupling(Coupling):
     References:
         Durkan, Bekasov, Murray, Papamakarios. "Neural Spline Flows". NeurIPS 2019.
 
-    Example:
+    Examples:
         >>> import torch
         >>> t = SplineCoupling(3, bins=4, bound=3.0)
         >>> x = torch.randn(5, 3); bool(torch.allclose(t.inverse(t(x)[0])[0], x))

@@ -58,7 +58,7 @@ def uniform_dequantize(x: Tensor, levels: int, *, generator: torch.Generator | N
     Raises:
         ValueError: non-integer data, or values outside ``0..levels-1``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> y = uniform_dequantize(torch.tensor([0, 3, 16]), 17, generator=torch.Generator().manual_seed(0))
         >>> bool(((y * 17).floor() == torch.tensor([0.0, 3.0, 16.0])).all())
@@ -80,7 +80,7 @@ def bits_per_dim(nll: Tensor | float, dims: int, levels: int | None = None) -> T
     whose integral over a unit cell bounds the probability of the discrete ``x``. Pass
     ``levels=None`` for an NLL already on that scale (e.g. ``-VariationalDequantizer.elbo``).
 
-    Example:
+    Examples:
         >>> round(bits_per_dim(0.0, 64, levels=256), 6)  # uniform on [0, 1): 8 bits per pixel
         8.0
         >>> round(bits_per_dim(64 * math.log(2), 64), 6)
@@ -115,7 +115,7 @@ class VariationalDequantizer(nn.Module):
     References:
         Ho, Chen, Srinivas, Duan, Abbeel. "Flow++". ICML 2019.
 
-    Example:
+    Examples:
         >>> import torch, flowforge as ff
         >>> deq = VariationalDequantizer((4,), levels=17, hidden=(16,))
         >>> flow = ff.Flow(ff.distributions.StandardNormal((4,)), [ff.transforms.AffineCoupling(4)])

@@ -74,7 +74,7 @@ class LeakyReLU(_Pointwise):
     References:
         Prince. "Understanding Deep Learning", ch. 16 (2023): elementwise flows.
 
-    Example:
+    Examples:
         >>> import torch
         >>> LeakyReLU(0.5)(torch.tensor([[-2.0, 3.0]]))
         (tensor([[-1.,  3.]]), tensor([-0.6931]))
@@ -107,7 +107,7 @@ class Exp(_Pointwise):
     References:
         Prince. "Understanding Deep Learning", ch. 16 (2023): elementwise flows.
 
-    Example:
+    Examples:
         >>> import torch
         >>> Exp().inverse(torch.tensor([[1.0, -1.0]]))[1]
         tensor([-inf])
@@ -144,7 +144,7 @@ class Sigmoid(_Pointwise):
     References:
         Prince. "Understanding Deep Learning", ch. 16 (2023): elementwise flows.
 
-    Example:
+    Examples:
         >>> import torch
         >>> Sigmoid().inverse(torch.tensor([[0.5, 1.5]]))
         (tensor([[0., 0.]]), tensor([-inf]))
@@ -168,7 +168,7 @@ class Logit(_Pointwise):
     References:
         Prince. "Understanding Deep Learning", ch. 16 (2023): elementwise flows.
 
-    Example:
+    Examples:
         >>> import torch
         >>> Logit()(torch.tensor([[1.5]]))[1]
         tensor([-inf])
@@ -189,7 +189,7 @@ class Tanh(_Pointwise):
     References:
         Prince. "Understanding Deep Learning", ch. 16 (2023): elementwise flows.
 
-    Example:
+    Examples:
         >>> import torch
         >>> Tanh()(torch.zeros(1, 2))
         (tensor([[0., 0.]]), tensor([0.]))
@@ -216,7 +216,7 @@ class Softplus(_Pointwise):
     References:
         Prince. "Understanding Deep Learning", ch. 16 (2023): elementwise flows.
 
-    Example:
+    Examples:
         >>> import torch
         >>> y, _ = Softplus()(torch.tensor([[0.3]])); Softplus().inverse(y)[0]
         tensor([[0.3000]])

@@ -20,7 +20,7 @@ class Householder(Transform):
     References:
         Tomczak & Welling. "Improving Variational Auto-Encoders using Householder Flow". 2016.
 
-    Example:
+    Examples:
         >>> import torch
         >>> t = Householder(5, reflections=3); x = torch.randn(2, 5)
         >>> bool(torch.allclose(t(x)[0].norm(dim=-1), x.norm(dim=-1), atol=1e-5))

@@ -71,7 +71,7 @@ class Permutation(Transform):
     References:
         Dinh, Krueger, Bengio. "NICE". 2014 (fixed permutations between couplings).
 
-    Example:
+    Examples:
         >>> import torch
         >>> Permutation(3, kind="reverse")(torch.tensor([[1.0, 2.0, 3.0]]))[0]
         tensor([[3., 2., 1.]])
@@ -130,7 +130,7 @@ class Diagonal(Elementwise):
     References:
         Prince. "Understanding Deep Learning", ch. 16 (2023): linear flows.
 
-    Example:
+    Examples:
         >>> import torch
         >>> Diagonal(2)(torch.ones(1, 2))
         (tensor([[1., 1.]], grad_fn=<AddcmulBackward0>), tensor([0.], grad_fn=<SumBackward1>))
@@ -191,7 +191,7 @@ class LULinear(_VectorLinear):
 
     Cost: O(d^2) per sample in both directions, O(d) log-det.
 
-    Example:
+    Examples:
         >>> import torch
         >>> t = LULinear(4); x = torch.randn(3, 4)
         >>> bool(torch.allclose(t.inverse(t(x)[0])[0], x, atol=1e-5))
@@ -223,7 +223,7 @@ class TriangularLinear(_VectorLinear):
     References:
         Prince. "Understanding Deep Learning", ch. 16 (2023): linear flows.
 
-    Example:
+    Examples:
         >>> import torch
         >>> TriangularLinear(3)(torch.randn(2, 3))[1].shape
         torch.Size([2])
@@ -264,7 +264,7 @@ class DenseLinear(_VectorLinear):
     References:
         Prince. "Understanding Deep Learning", ch. 16 (2023): linear flows.
 
-    Example:
+    Examples:
         >>> import torch
         >>> DenseLinear(3)(torch.randn(2, 3))[1]
         tensor([0., 0.], grad_fn=<ExpandBackward0>)

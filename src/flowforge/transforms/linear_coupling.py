@@ -55,7 +55,7 @@ class LinearAffineCoupling(Coupling):
         Koehler, Mehta, Risteski. "Representational aspects of depth and conditioning in
         normalizing flows". ICML 2021.
 
-    Example:
+    Examples:
         >>> import torch
         >>> t = LinearAffineCoupling(4)
         >>> with torch.no_grad():

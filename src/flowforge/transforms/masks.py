@@ -15,7 +15,7 @@ on the flattened image.
 References:
     Dinh, Sohl-Dickstein, Bengio. "Density estimation using Real NVP". ICLR 2017.
 
-Example:
+Examples:
     >>> make_mask("alternate", (5,)).int()
     tensor([1, 0, 1, 0, 1], dtype=torch.int32)
     >>> make_mask("checkerboard", (1, 2, 3), flip=True).int()

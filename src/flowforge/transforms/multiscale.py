@@ -56,7 +56,7 @@ class Squeeze(Transform):
     References:
         Dinh, Sohl-Dickstein, Bengio. "Density estimation using Real NVP". ICLR 2017.
 
-    Example:
+    Examples:
         >>> import torch
         >>> t = Squeeze((1, 2, 2))
         >>> t(torch.arange(4.0).reshape(1, 2, 2))[0].flatten()
@@ -122,7 +122,7 @@ class Split(Transform):
         Dinh, Sohl-Dickstein, Bengio. "Density estimation using Real NVP". ICLR 2017.
         Kingma & Dhariwal. "Glow: Generative Flow with Invertible 1x1 Convolutions". 2018.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from flowforge.transforms import LULinear
         >>> t = Split(LULinear(2), 4, prior="learned")
@@ -244,7 +244,7 @@ class MultiScale(Transform):
         Dinh, Sohl-Dickstein, Bengio. "Density estimation using Real NVP". ICLR 2017.
         Kingma & Dhariwal. "Glow: Generative Flow with Invertible 1x1 Convolutions". 2018.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from flowforge.transforms import AffineCoupling, Invertible1x1Conv
         >>> coarse = MultiScale(AffineCoupling((8, 1, 1), mask="channel", hidden=(8,)), (2, 2, 2))

@@ -50,7 +50,7 @@ class Elementwise(Transform):
     References:
         Papamakarios et al. "Normalizing Flows for Probabilistic Modeling and Inference". JMLR 2021.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from flowforge.transforms.transformers import RQSplineTransformer
         >>> t = Elementwise(RQSplineTransformer(bins=4, bound=3.0), 2, context_features=1)
@@ -115,7 +115,7 @@ class RationalQuadraticSpline(Elementwise):
     References:
         Durkan, Bekasov, Murray, Papamakarios. "Neural Spline Flows". NeurIPS 2019.
 
-    Example:
+    Examples:
         >>> import torch
         >>> t = RationalQuadraticSpline(2, bins=8, bound=4.0)
         >>> x = torch.randn(3, 2); bool(torch.allclose(t.inverse(t(x)[0])[0], x, atol=1e-5))
@@ -147,7 +147,7 @@ class PiecewiseLinear(Elementwise):
         Müller et al. "Neural Importance Sampling". ACM TOG 2019. Prince, "Understanding
         Deep Learning", ch. 16.
 
-    Example:
+    Examples:
         >>> import torch
         >>> t = PiecewiseLinear(3, bins=5)
         >>> t(torch.rand(4, 3))[0].shape
@@ -177,7 +177,7 @@ class PiecewiseQuadratic(Elementwise):
     References:
         Müller et al. "Neural Importance Sampling". ACM TOG 2019.
 
-    Example:
+    Examples:
         >>> import torch
         >>> t = PiecewiseQuadratic(2, bins=4)
         >>> t(torch.rand(4, 2))[1].shape

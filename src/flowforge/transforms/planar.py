@@ -138,7 +138,7 @@ class Planar(Transform):
         Rezende & Mohamed. "Variational Inference with Normalizing Flows". ICML 2015.
         Kong & Chaudhuri. "The Expressive Power of a Class of Normalizing Flow Models". AISTATS 2020.
 
-    Example:
+    Examples:
         >>> import torch
         >>> t = Planar(3, activation="tanh").double()
         >>> with torch.no_grad():

@@ -60,7 +60,7 @@ class Radial(Transform):
         Rezende & Mohamed. "Variational Inference with Normalizing Flows". ICML 2015.
         Tabak & Turner. "A Family of Nonparametric Density Estimation Algorithms". CPAM 2013.
 
-    Example:
+    Examples:
         >>> import torch
         >>> t = Radial(2).double()
         >>> with torch.no_grad():

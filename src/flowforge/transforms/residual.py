@@ -105,7 +105,7 @@ class InvertibleResidual(Transform):
         Chen, Behrmann, Duvenaud, Jacobsen. "Residual Flows for Invertible Generative
         Modeling". NeurIPS 2019.
 
-    Example:
+    Examples:
         >>> import torch
         >>> t = InvertibleResidual(3, hidden=(16,)).double()
         >>> z = torch.randn(5, 3, dtype=torch.float64)

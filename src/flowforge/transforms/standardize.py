@@ -42,7 +42,7 @@ class Standardize(Transform):
 
     Cost: O(n) in both directions.
 
-    Example:
+    Examples:
         >>> import torch
         >>> t = Standardize(2)
         >>> constant = t.fit_to(torch.tensor([[1.0, 5.0], [5.0, 5.0]]))

@@ -86,7 +86,7 @@ class Sylvester(Transform):
         Variational Inference". UAI 2018.
         Kong & Chaudhuri. "The Expressive Power of a Class of Normalizing Flow Models". AISTATS 2020.
 
-    Example:
+    Examples:
         >>> import torch
         >>> t = Sylvester(4, hidden=2, kind="householder", reflections=3).double()
         >>> with torch.no_grad():

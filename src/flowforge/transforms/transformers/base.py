@@ -57,7 +57,7 @@ class Transformer:
 class AdditiveTransformer(Transformer):
     """``y = x + t`` (NICE). One parameter, ``t``; log-determinant zero.
 
-    Example:
+    Examples:
         >>> import torch
         >>> AdditiveTransformer().forward(torch.zeros(2), torch.ones(2, 1))[0]
         tensor([1., 1.])
@@ -95,7 +95,7 @@ class AffineTransformer(Transformer):
             and above, or ``None`` for none.
         shift_first: shift before scaling in the generative direction (see above).
 
-    Example:
+    Examples:
         >>> import torch
         >>> tr = AffineTransformer(scale_bound=None)
         >>> tr.forward(torch.ones(1), torch.tensor([[1.0, math.log(2.0)]]))
