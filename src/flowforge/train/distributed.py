@@ -35,6 +35,15 @@ log = logging.getLogger("flowforge.train")
 
 BACKEND_VARIABLE = "FLOWFORGE_DIST_BACKEND"
 
+if dist.is_available():
+    # torch.distributed.nn binds ``group.WORLD`` as a default argument when first imported (torch
+    # 2.13; torch._dynamo imports it lazily, from DDP or the first optimizer step). Imported after
+    # the group exists, it holds the group forever: destroy_process_group then leaves the gloo
+    # threads running into interpreter exit, where they abort the process now and then ("terminate
+    # called without an active exception", exit code -6, after a run that finished). Imported
+    # here, before setup() or a user's own init_process_group, it binds None.
+    importlib.import_module("torch.distributed.nn")
+
 
 @dataclass(frozen=True)
 class World:
@@ -160,13 +169,6 @@ def setup(device: str | torch.device | None = None) -> World:
                 "to train on CPUs"
             )
         torch.cuda.set_device(local)
-    # torch.distributed.nn binds ``group.WORLD`` as a default argument when first imported (torch
-    # 2.13; torch._dynamo imports it lazily, from DDP or the first optimizer step). Imported after
-    # the group exists, it holds the group forever: destroy_process_group then leaves the gloo
-    # threads running into interpreter exit, where they abort the process now and then ("terminate
-    # called without an active exception", exit code -6, after a run that finished).
-    importlib.import_module("torch.distributed.nn")
-
     dist.init_process_group(backend=backend)
     atexit.register(_destroy)
     world = World(rank=dist.get_rank(), size=dist.get_world_size(), local_rank=local, backend=backend)
