@@ -205,25 +205,49 @@ from flowforge.train import distributed
 def threads():
     return sorted(open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task"))
 
-flow = ff.Flow(ff.distributions.StandardNormal((2,)), [T.Diagonal(2)])
-ff.fit(flow, generate("moons", 200, seed=0), steps=3, batch_size=32, progress=False)
-ff.fit_vi(flow, lambda x: -0.5 * (x**2).sum(-1), steps=3, samples=8, progress=False)
-during = threads()
+def flow():
+    torch.manual_seed(0)
+    return ff.Flow(ff.distributions.StandardNormal((2,)), [T.LULinear(2), T.Diagonal(2)])
+
+data = generate("moons", 200, seed=0)
+target = lambda x: -0.5 * (((x - 1.0) / 0.5) ** 2).sum(-1)
+out = {}
+for compile in (False, True):
+    kw = dict(steps=6, lr=1e-2, progress=False, dtype=torch.float64, compile=compile)
+    ml = ff.fit(flow(), data, batch_size=32, **kw)
+    vi = ff.fit_vi(flow(), target, samples=8, seed=0, **kw)
+    compiled = [h.summary.get("compiled") for h in (ml, vi)]
+    out[str(compile)] = dict(ml=ml["loss"], vi=vi["elbo"], compiled=compiled)
+out["during"] = threads()
 distributed._destroy()  # what the exit handler of setup() runs
-out = dict(during=during, after=threads())
+out["after"] = threads()
 json.dump(out, open(os.path.join(sys.argv[1], os.environ["RANK"] + ".json"), "w"))
 """
 
 
+@pytest.fixture(scope="module")
+def compiled_ranks(tmp_path_factory) -> list[dict]:
+    """One 2-process launch: fit and fit_vi eager, then compiled; then the exit handler."""
+    out = tmp_path_factory.mktemp("teardown")
+    script = out / "teardown.py"
+    script.write_text(TEARDOWN)
+    wait(launch([str(script), str(out)]))
+    return [json.loads((out / f"{rank}.json").read_text()) for rank in range(2)]
+
+
+def test_compiled_steps_of_two_processes_equal_the_eager_ones(compiled_ranks):
+    for seen in compiled_ranks:
+        assert seen["True"]["compiled"] == [True, True], seen["True"]  # the compiled step ran
+        for key in ("ml", "vi"):
+            np.testing.assert_allclose(seen["True"][key], seen["False"][key], rtol=1e-9, atol=1e-9)
+    assert compiled_ranks[0]["True"] == compiled_ranks[1]["True"]  # the ranks stay in lockstep
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads thread names from /proc")
-def test_the_exit_handler_stops_the_process_group_threads(tmp_path):
+def test_the_exit_handler_stops_the_process_group_threads(compiled_ranks):
     # gloo threads alive at interpreter exit abort a process now and then (exit code -6, "terminate
     # called without an active exception"); a late import of torch.distributed.nn kept them alive.
-    script = tmp_path / "teardown.py"
-    script.write_text(TEARDOWN)
-    wait(launch([str(script), str(tmp_path)]))
-    for rank in range(2):
-        seen = json.loads((tmp_path / f"{rank}.json").read_text())
+    for seen in compiled_ranks:
         assert any("gloo" in name for name in seen["during"]), seen  # the check can see them
         assert not any("gloo" in name for name in seen["after"]), seen
 

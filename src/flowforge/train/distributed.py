@@ -16,11 +16,13 @@ runs exactly as in a single process.
 from __future__ import annotations
 
 import atexit
+import gc
 import importlib
 import inspect
 import logging
 import math
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -177,8 +179,14 @@ def setup(device: str | torch.device | None = None) -> World:
 
 
 def _destroy() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    if not dist.is_initialized():
+        return
+    if "torch._dynamo" in sys.modules:
+        # Compiled steps (compile=True) keep the DDP module, hence the process group, in dynamo's
+        # caches: dropped first, or the group's gloo threads outlive destroy_process_group.
+        sys.modules["torch._dynamo"].reset()
+        gc.collect()
+    dist.destroy_process_group()
 
 
 class _Call(nn.Module):

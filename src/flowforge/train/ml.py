@@ -19,7 +19,7 @@ from torch import Tensor
 from ..datasets.memmap import MemmapData
 from ..flow import Flow
 from ..nets.precision import PRECISIONS, conditioner_precision
-from .compiled import check_compile, compiled_loss
+from .compiled import compiled_loss
 from .data import EpochSampler, attach_standardizer, checked_inputs, digest, holdout
 from .distributed import World, replicate, resolve_device, setup
 from .engine import Run, _clone
@@ -233,7 +233,6 @@ def fit(
 
     device = resolve_device(device)
     world = setup(device)
-    check_compile(compile, world)
     if seed is not None:
         torch.manual_seed(seed)
     base_seed = int(seed) if seed is not None else int(torch.randint(0, 2**62, ()).item())
@@ -323,7 +322,7 @@ def fit(
         return _in_precision(mixed_precision, call, nll, x, c)
 
     if compile:
-        step_loss = compiled_loss(step_loss, device=device)
+        step_loss = compiled_loss(step_loss, device=device, distributed=world.active)
     if world.active and run.step == 0:
         _initialize_on_global_batch(flow, train_x, train_c, sampler, device=device, dtype=dtype)
 

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ..flow import Flow
-from .compiled import check_compile, compiled_loss
+from .compiled import compiled_loss
 from .distributed import reduce_vi_stats, replicate, resolve_device, setup
 from .elbo import _name, vi_loss
 from .engine import Run
@@ -180,7 +180,6 @@ def fit_vi(
 
     device = resolve_device(device)
     world = setup(device)
-    check_compile(compile, world)
     if samples % world.size:
         raise ValueError(
             f"samples is per step over all {world.size} processes and must be divisible by their number; "
@@ -231,7 +230,7 @@ def fit_vi(
     call, local = replicate(flow, world), samples // world.size
     draw, forward = None, None
     if compile:
-        forward = compiled_loss(lambda z, c: flow.transform(z, c), device=device)
+        forward = compiled_loss(lambda z, c: flow.transform(z, c), device=device, distributed=world.active)
 
         def draw(shape: tuple[int, ...]) -> tuple[Tensor, Tensor]:
             z, log_pz = flow.base.rsample_and_log_prob(shape)  # an unconditional flow: no context
