@@ -91,8 +91,8 @@ Plots = Annotated[bool, typer.Option("--plots/--no-plots", help="Write the repor
 Compile = Annotated[
     bool,
     typer.Option(
-        help="Train through torch.compile (CUDA graphs on one GPU, not under torchrun); the first compiled step takes seconds "
-        "to minutes, a compiler failure falls back to eager with a warning."
+        help="Train through torch.compile (CUDA graphs on one GPU, not under torchrun); the first compiled "
+        "step takes seconds to minutes, a compiler failure falls back to eager with a warning."
     ),
 ]
 
