@@ -43,8 +43,12 @@ if dist.is_available():
     # the group exists, it holds the group forever: destroy_process_group then leaves the gloo
     # threads running into interpreter exit, where they abort the process now and then ("terminate
     # called without an active exception", exit code -6, after a run that finished). Imported
-    # here, before setup() or a user's own init_process_group, it binds None.
-    importlib.import_module("torch.distributed.nn")
+    # here, before setup() or a user's own init_process_group, it binds None. A build where it
+    # cannot be imported has nothing to leak; flowforge must import there all the same.
+    try:
+        importlib.import_module("torch.distributed.nn")
+    except ImportError as e:  # pragma: no cover - not on the supported builds
+        log.debug("torch.distributed.nn not importable: %s", e)
 
 
 @dataclass(frozen=True)
