@@ -1,4 +1,4 @@
-"""Verified reading and atomic writing of a saved model's files (used by :mod:`flowforge.io`).
+"""Verified reading and atomic writing of saved files (models for :mod:`flowforge.io`, checkpoints).
 
 A weights file is trusted only after its size and checksum match the config and its
 safetensors header has been bounds-checked; nothing is unpickled.
