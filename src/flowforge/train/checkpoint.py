@@ -29,6 +29,7 @@ __all__ = [
     "CHECKPOINT_NAME",
     "CheckpointError",
     "architecture_hash",
+    "check_resumable",
     "get_rng_state",
     "load_checkpoint",
     "save_checkpoint",
@@ -81,6 +82,36 @@ def load_checkpoint(directory: str | Path, *, map_location: str | torch.device =
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} is not a flowforge checkpoint (top level is {type(state).__name__})")
     return state
+
+
+def check_resumable(state: dict[str, Any], *, kind: str, fingerprint: dict[str, Any], where: Path) -> None:
+    """Refuse to resume ``state`` (read from ``where``) in a run of another kind or other settings.
+
+    ``fingerprint`` is what identifies the run now (data digest, steps, learning rate, ..., and
+    the ``architecture`` hash of :func:`architecture_hash`); every entry that differs from the
+    checkpoint's is named. Checkpoints written before the architecture was fingerprinted (or
+    flows without a spec) resume without that entry checked.
+
+    Raises:
+        CheckpointError: not a flowforge checkpoint of ``kind``, or other settings.
+    """
+    if state.get("format") != "flowforge-checkpoint" or state.get("kind") != kind:
+        raise CheckpointError(f"{where} is not a flowforge {kind!r} checkpoint")
+    saved = state["fingerprint"]
+    if "architecture" not in saved or None in (saved["architecture"], fingerprint.get("architecture")):
+        saved = {**saved, "architecture": fingerprint.get("architecture")}
+    diffs = [
+        "the model's layers (their saved spec) differ from the checkpoint's"
+        if k == "architecture"
+        else f"{k}: checkpoint {saved.get(k)!r}, now {v!r}"
+        for k, v in fingerprint.items()
+        if saved.get(k) != v
+    ]
+    if diffs:
+        raise CheckpointError(
+            f"{where} was written by a run with other settings ({'; '.join(diffs)}); "
+            "resume with the same settings, or use another checkpoint_dir"
+        )
 
 
 def get_rng_state(*, cuda: bool) -> dict[str, Any]:

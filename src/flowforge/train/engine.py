@@ -26,8 +26,10 @@ from torch import Tensor, nn
 
 from ..errors import FlowforgeError
 from .checkpoint import (
+    CHECKPOINT_NAME,
     CheckpointError,
     architecture_hash,
+    check_resumable,
     get_rng_state,
     load_checkpoint,
     save_checkpoint,
@@ -195,25 +197,8 @@ class Run:
         if state is None:
             log.info("no checkpoint in %s yet: starting a new run", self.checkpoint_dir)
             return
-        where = self.checkpoint_dir / "checkpoint.pt"
-        if state.get("format") != "flowforge-checkpoint" or state.get("kind") != self.kind:
-            raise CheckpointError(f"{where} is not a flowforge {self.kind!r} checkpoint")
-        saved = state["fingerprint"]
-        # Checkpoints written before the architecture was fingerprinted resume unchecked.
-        if "architecture" not in saved or None in (saved["architecture"], self.fingerprint["architecture"]):
-            saved = {**saved, "architecture": self.fingerprint["architecture"]}
-        diffs = [
-            "the model's layers (their saved spec) differ from the checkpoint's"
-            if k == "architecture"
-            else f"{k}: checkpoint {saved.get(k)!r}, now {v!r}"
-            for k, v in self.fingerprint.items()
-            if saved.get(k) != v
-        ]
-        if diffs:
-            raise CheckpointError(
-                f"{where} was written by a run with other settings ({'; '.join(diffs)}); "
-                "resume with the same settings, or use another checkpoint_dir"
-            )
+        where = self.checkpoint_dir / CHECKPOINT_NAME
+        check_resumable(state, kind=self.kind, fingerprint=self.fingerprint, where=where)
         try:
             self.flow.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
