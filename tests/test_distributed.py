@@ -202,8 +202,9 @@ from flowforge import transforms as T
 from flowforge.datasets import generate
 from flowforge.train import distributed
 
-def threads():
-    return sorted(open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task"))
+def threads():  # thread names where /proc has them (the exit-handler test skips elsewhere)
+    tasks = os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else []
+    return sorted(open(f"/proc/self/task/{t}/comm").read().strip() for t in tasks)
 
 def flow():
     torch.manual_seed(0)
@@ -246,7 +247,8 @@ def test_compiled_steps_of_two_processes_equal_the_eager_ones(compiled_ranks):
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads thread names from /proc")
 def test_the_exit_handler_stops_the_process_group_threads(compiled_ranks):
     # gloo threads alive at interpreter exit abort a process now and then (exit code -6, "terminate
-    # called without an active exception"); a late import of torch.distributed.nn kept them alive.
+    # called without an active exception"); a late import of torch.distributed.nn and dynamo's caches
+    # of compiled steps kept them alive.
     for seen in compiled_ranks:
         assert any("gloo" in name for name in seen["during"]), seen  # the check can see them
         assert not any("gloo" in name for name in seen["after"]), seen
