@@ -234,7 +234,7 @@ def test_identity_init_false_starts_from_a_random_map_and_saves(shape, tmp_path)
     with torch.no_grad():
         assert torch.equal(ff.load(ff.save(flow, tmp_path / "m")).log_prob(x), flow.log_prob(x))
     z = torch.randn(6, 4)
-    for builder, default in ((models.RealNVP, True), (models.MAF, False)):
+    for builder, default in ((models.RealNVP, False), (models.MAF, False)):
         start = builder(4, transforms=1, hidden=(8,))
         assert torch.allclose(start.transform(z)[0], z) == default
         assert torch.allclose(builder(4, transforms=1, hidden=(8,), identity_init=True).transform(z)[0], z)
@@ -242,6 +242,15 @@ def test_identity_init_false_starts_from_a_random_map_and_saves(shape, tmp_path)
         assert not torch.allclose(model.transform(z)[0], z)
     with pytest.raises(TypeError, match="identity_init"):
         T.AffineCoupling(4, identity_init="no")
+    with pytest.raises(TypeError, match="identity_init"):
+        models.RealNVP(4, identity_init=1)
+    # Many features (digits: a random start trained worse) and images start as the identity.
+    wide = torch.randn(6, 16)
+    assert torch.allclose(models.RealNVP(16, transforms=1, hidden=(8,)).transform(wide)[0], wide)
+    image = torch.rand(3, 1, 4, 4)
+    for flag, starts_as_identity in ((None, True), (False, False)):
+        flow = models.RealNVP(shape=(1, 4, 4), transforms=1, levels=1, hidden=(8,), identity_init=flag)
+        assert torch.allclose(flow.transform(image)[0], image) == starts_as_identity
 
 
 @pytest.mark.parametrize(

@@ -49,7 +49,7 @@ def _spline(layers: int, hidden: tuple[int, ...]) -> Flow:
 
 def _affine(layers: int, hidden: tuple[int, ...], **options: float) -> Flow:
     # The coupling defaults the committed report was made with (before format version 2).
-    options = {**AFFINE_COUPLING_V1, **options}
+    options = {**AFFINE_COUPLING_V1, "identity_init": True, **options}
     return models.RealNVP(2, transforms=layers, hidden=hidden, **options)
 
 

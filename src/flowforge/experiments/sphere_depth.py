@@ -164,7 +164,9 @@ def run(*, quick: bool, out: Path, seed: int) -> dict:
                 for depth in cfg["depths"]:
                     torch.manual_seed(seed)
                     # The coupling defaults the committed report was made with (before format version 2).
-                    flow = models.RealNVP(d, transforms=depth, hidden=(cfg["hidden"],), **AFFINE_COUPLING_V1)
+                    flow = models.RealNVP(
+                        d, transforms=depth, hidden=(cfg["hidden"],), identity_init=True, **AFFINE_COUPLING_V1
+                    )
                     flow = flow.double()
                     per_layer = sum(p.numel() for p in flow.parameters()) // depth
                     hist = fit(

@@ -57,7 +57,9 @@ FAMILIES: dict[str, Callable[[int, int], Flow]] = {
     "iaf": lambda dim, depth: models.IAF(dim, transforms=depth),
     # The eight-schools report's RealNVP rows were made before the couplings' defaults changed
     # (format version 2); pinned so that the experiment reproduces its committed report.
-    "realnvp": lambda dim, depth: models.RealNVP(dim, transforms=depth, **AFFINE_COUPLING_V1),
+    "realnvp": lambda dim, depth: models.RealNVP(
+        dim, transforms=depth, identity_init=True, **AFFINE_COUPLING_V1
+    ),
     "nsf": lambda dim, depth: models.NSF(dim, transforms=depth),
 }
 
