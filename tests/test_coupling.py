@@ -284,3 +284,37 @@ def test_every_split_layout_computes_what_the_gather_computes(mask, flip, layout
         g2 = torch.autograd.grad((y2.square().sum() + l2.sum()), [x, *general.parameters()])
         for a, b in zip(g1, g2, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_logit_scale_reparametrises_the_spline_bins_and_nsf_picks_it(tmp_path):
+    from flowforge.transforms.transformers import RQSplineTransformer
+
+    torch.manual_seed(0)
+    x, raw = torch.randn(7, 3), torch.randn(7, 3, 3 * 4 - 1)
+    scaled = RQSplineTransformer(4, bound=3.0, logit_scale=0.25)
+    plain = RQSplineTransformer(4, bound=3.0)
+    same = torch.cat([raw[..., :8] * 0.25, raw[..., 8:]], dim=-1)  # derivatives are not scaled
+    for a, b in zip(scaled.forward(x, raw), plain.forward(x, same), strict=True):
+        assert torch.allclose(a, b)
+    assert not torch.allclose(scaled.forward(x, raw)[0], plain.forward(x, raw)[0])
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="logit_scale"):
+            RQSplineTransformer(4, logit_scale=bad)
+
+    def scales(flow):
+        return {
+            m.transformer.logit_scale
+            for m in flow.modules()
+            if isinstance(m, (T.SplineCoupling, T.MaskedSplineAutoregressive))
+        }
+
+    # The layers' own default stays 1: saved files whose spec predates the option rebuild as they were.
+    assert scales(T.SplineCoupling(3)) == scales(T.MaskedSplineAutoregressive(3)) == {1.0}
+    assert scales(models.NSF(4, hidden=(16, 64))) == {0.125}  # 1 / sqrt(last hidden width)
+    assert scales(models.NSF(4, kind="autoregressive", hidden=(16,))) == {1.0}
+    assert scales(models.NSF(4, hidden=(16,), logit_scale=2.0)) == {2.0}
+    flow = models.NSF(3, transforms=2, hidden=(16,), identity_init=False)
+    with torch.no_grad():
+        loaded = ff.load(ff.save(flow, tmp_path / "m"))
+        assert scales(loaded) == {0.25}
+        assert torch.equal(loaded.log_prob(x), flow.log_prob(x))

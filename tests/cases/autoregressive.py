@@ -54,6 +54,12 @@ CASES = {
     "MaskedSplineAutoregressive": [
         Case("natural", lambda: T.MaskedSplineAutoregressive(3, bins=5, bound=3.0, hidden=(16,)), (3,)),
         Case(
+            "scaled-logits",
+            lambda: T.MaskedSplineAutoregressive(3, bins=5, logit_scale=0.25, hidden=(16,)),
+            (3,),
+            perturb=1.0,
+        ),
+        Case(
             "random-cond",
             lambda: T.MaskedSplineAutoregressive(
                 4, ordering="random", seed=2, hidden=(16,), context_features=2

@@ -51,6 +51,11 @@ CASES = {
         Case("alternate", lambda: T.SplineCoupling(4, bins=5, bound=3.0, hidden=(16,)), (4,)),
         Case("cond", lambda: T.SplineCoupling(3, bins=4, context_features=2), (3,), context=2),
         Case("image", lambda: T.SplineCoupling(IMAGE, bins=4, bound=3.0, flip=True, hidden=(8,)), IMAGE),
+        Case(
+            "scaled-logits-random-init",
+            lambda: T.SplineCoupling(5, bins=6, logit_scale=0.125, identity_init=False, hidden=(16,)),
+            (5,),
+        ),
     ],
     "LinearAffineCoupling": [
         Case("half", lambda: T.LinearAffineCoupling(6), (6,)),

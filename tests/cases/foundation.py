@@ -90,6 +90,12 @@ CASES = {
     "RationalQuadraticSpline": [
         Case("b8", lambda: T.RationalQuadraticSpline(3, bins=8, bound=2.0), (3,), perturb=1.0),
         Case(
+            "scaled-logits",
+            lambda: T.RationalQuadraticSpline(3, bins=4, logit_scale=4.0),
+            (3,),
+            perturb=1.0,
+        ),
+        Case(
             "conditional",
             lambda: T.RationalQuadraticSpline(2, bins=4, bound=2.0, context_features=2),
             (2,),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from ..flow import Flow
@@ -25,6 +26,7 @@ def NSF(
     activation: str = "relu",
     base_df: float | None = None,
     identity_init: bool = True,
+    logit_scale: float | None = None,
 ) -> Flow:
     """Neural spline flow: monotone rational-quadratic splines with LU linear layers in between.
 
@@ -51,6 +53,12 @@ def NSF(
             target's tails are heavier than Gaussian.
         identity_init: start every spline layer as the identity; ``False`` starts from a random
             map (see :class:`~flowforge.transforms.Coupling`).
+        logit_scale: the factor on the splines' bin logits (see
+            :class:`~flowforge.transforms.transformers.RQSplineTransformer`). ``None`` (the
+            default): ``1 / sqrt(hidden[-1])`` for couplings, as nflows has it, and 1 for
+            autoregressive layers. On digits (64 features, 3 seeds) the coupling NSF reached
+            1.975 bits/dim against 2.064 with 1; on the 2-D sets the autoregressive NSF did not
+            gain from it (``bench/README.md``).
 
     Cost: couplings: one conditioner pass per layer both ways; autoregressive: one MADE
     pass per layer for ``log_prob``, ``d`` passes per layer for ``sample``.
@@ -77,6 +85,10 @@ def NSF(
         raise ValueError("a spline coupling needs features >= 2; use kind='autoregressive' for d = 1")
     options = {"bins": bins, "bound": bound, "hidden": hidden, "context_features": context_features}
     options["identity_init"] = identity_init
+    if logit_scale is None:
+        widths = list(hidden)
+        logit_scale = 1.0 / math.sqrt(widths[-1]) if kind == "coupling" and widths else 1.0
+    options["logit_scale"] = float(logit_scale)
     layers: list[Transform] = []
     for i in range(int(transforms)):
         if kind == "coupling":

@@ -262,7 +262,8 @@ class MaskedSplineAutoregressive(Autoregressive):
     ``x = RQS(y; theta(y, c))`` towards the base, on ``[-bound, bound]`` with ``bins`` bins,
     identity outside (see :class:`~flowforge.transforms.transformers.RQSplineTransformer`);
     density in one MADE pass, sampling (``y_i = RQS^{-1}(x_i; theta_i(y_{<i}, c))``) in ``d``.
-    ``3 bins - 1`` parameters per feature.
+    ``3 bins - 1`` parameters per feature; ``logit_scale`` multiplies the bin logits (see the
+    transformer).
 
     Cost: density ``O(B (d h + h^2 + h d K))``; sampling the same in ``d`` sequential steps.
     Other keyword options as in :class:`Autoregressive`.
@@ -285,6 +286,7 @@ class MaskedSplineAutoregressive(Autoregressive):
         bins: int = 8,
         bound: float = 5.0,
         min_derivative: float = 1e-3,
+        logit_scale: float = 1.0,
         context_features: int | None = None,
         hidden: Sequence[int] = (64, 64),
         ordering: str | Sequence[int] = "natural",
@@ -293,7 +295,7 @@ class MaskedSplineAutoregressive(Autoregressive):
         identity_init: bool = True,
     ) -> None:
         super().__init__(
-            RQSplineTransformer(bins, bound=bound, min_derivative=min_derivative),
+            RQSplineTransformer(bins, bound=bound, min_derivative=min_derivative, logit_scale=logit_scale),
             features,
             one_pass="inverse",
             context_features=context_features,

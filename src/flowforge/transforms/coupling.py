@@ -316,7 +316,8 @@ class SplineCoupling(Coupling):
     heights, interior derivatives; see
     :class:`~flowforge.transforms.transformers.RQSplineTransformer`); the identity outside
     the interval. Log-det ``sum_T log RQS'``; the inverse solves a quadratic per entry.
-    Cost: one conditioner pass plus O(n K).
+    ``logit_scale`` multiplies the bin logits (a reparametrisation that sets how fast the
+    bins train; see the transformer). Cost: one conditioner pass plus O(n K).
 
     References:
         Durkan, Bekasov, Murray, Papamakarios. "Neural Spline Flows". NeurIPS 2019.
@@ -335,7 +336,8 @@ class SplineCoupling(Coupling):
         bins: int = 8,
         bound: float = 5.0,
         min_derivative: float = 1e-3,
+        logit_scale: float = 1.0,
         **options: Any,
     ) -> None:
-        tr = RQSplineTransformer(bins, bound=bound, min_derivative=min_derivative)
+        tr = RQSplineTransformer(bins, bound=bound, min_derivative=min_derivative, logit_scale=logit_scale)
         super().__init__(tr, features, **options)

@@ -110,7 +110,7 @@ class RationalQuadraticSpline(Elementwise):
     """Monotone rational-quadratic spline per feature on ``[-bound, bound]``, identity outside.
 
     See :class:`~flowforge.transforms.transformers.RQSplineTransformer` for the map and
-    log-det. Inverse in closed form (a quadratic per element). Cost O(n K).
+    log-det and ``logit_scale``. Inverse in closed form (a quadratic per element). Cost O(n K).
 
     References:
         Durkan, Bekasov, Murray, Papamakarios. "Neural Spline Flows". NeurIPS 2019.
@@ -131,8 +131,9 @@ class RationalQuadraticSpline(Elementwise):
         context_features: int | None = None,
         hidden: Sequence[int] = (32, 32),
         min_derivative: float = 1e-3,
+        logit_scale: float = 1.0,
     ) -> None:
-        tr = RQSplineTransformer(bins, bound=bound, min_derivative=min_derivative)
+        tr = RQSplineTransformer(bins, bound=bound, min_derivative=min_derivative, logit_scale=logit_scale)
         super().__init__(tr, features, context_features=context_features, hidden=hidden)
 
 
